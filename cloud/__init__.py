@@ -1,0 +1,1 @@
+"""The cloud collector: subscribes, validates, de-duplicates, stores, aggregates and publishes."""

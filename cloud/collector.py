@@ -1,0 +1,155 @@
+"""The collector service: gate events in, stored once, availability and screen content out.
+
+Each event is acknowledged to the broker (MQTT 5, manual ack) only after its database
+transaction committed, and the collector keeps a persistent session, so events sent while it
+is down or restarting wait in the broker. A payload that does not validate is counted by
+reason, logged with the offending field, acknowledged (so it is not redelivered forever) and
+dropped; the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from cloud.availability import lot_availability, screen_content, screens_showing
+from cloud.config import CollectorConfig
+from cloud.events_store import EventStore
+from parkgate.mqtt import connect_async, make_client, reason_text
+from protocol import CollectorStatus, GateEvent, PayloadError, Topics, decode, encode
+from protocol.errors import TopicError
+from protocol.messages import utc_now
+
+logger = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 10.0
+
+
+class Collector:
+    def __init__(self, cfg: CollectorConfig, store: EventStore | None = None) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.mqtt.topic_root)
+        self.store = store or EventStore(cfg.database)
+        self.store.sync_lots(cfg.lots)
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        status_topic = self.topics.collector_status(cfg.name)
+        self.client = make_client(
+            cfg.mqtt, f"collector-{cfg.name}", will=(status_topic, encode(self._status("offline"))), manual_ack=True
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        connect_async(self.client, self.cfg.mqtt, session_expiry_s=self.cfg.session_expiry_s)
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set, publishing the collector's status periodically."""
+        self.start()
+        try:
+            while not stop.wait(STATUS_INTERVAL_S):
+                self._publish_status()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.connected.is_set():
+            info = self.client.publish(
+                self.topics.collector_status(self.cfg.name), encode(self._status("offline")), 1, True
+            )
+            try:
+                info.wait_for_publish(3)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.store.close()
+
+    # -- MQTT callbacks ------------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any = None) -> None:
+        if rc.is_failure:
+            logger.error("broker refused connection: %s", reason_text(rc))
+            return
+        logger.info(
+            "connected to broker %s:%d (session %s)",
+            self.cfg.mqtt.host, self.cfg.mqtt.port, "resumed" if flags.session_present else "new",
+        )  # fmt: skip
+        client.subscribe(self.topics.all_gate_events(), qos=1)
+        self.connected.set()
+        self._publish_all()
+        self._publish_status()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            logger.warning("disconnected from broker: %s", reason_text(rc))
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self.handle(msg.topic, msg.payload)
+        except Exception:  # a database outage: leave unacknowledged so the broker redelivers
+            logger.exception("could not store message on %s; it stays unacknowledged", msg.topic)
+            return
+        client.ack(msg.mid, msg.qos)
+
+    # -- the work ------------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> GateEvent | None:
+        """Validate, store and publish one event payload. Returns it, or None if rejected/repeated."""
+        try:
+            ev = decode(GateEvent, payload)
+            if self.topics.gate_id_of(topic) != ev.gate_id:
+                raise PayloadError("gate_mismatch", f"gate_id {ev.gate_id!r} published on {topic!r}")
+        except (PayloadError, TopicError) as err:
+            reason = getattr(err, "reason", "topic")
+            self.rejected[reason] += 1
+            logger.warning("rejected payload on %s (%s): %s", topic, reason, err)
+            return None
+        stored, lot = self.store.record(ev)
+        if not stored:
+            self.duplicates += 1
+            logger.debug("duplicate event %s from %s ignored", ev.id, ev.gate_id)
+            return None
+        self.stored += 1
+        if lot is not None:
+            self._publish_lot(lot.id)
+        return ev
+
+    def _publish_lot(self, lot_id: str) -> None:
+        lots = {lot.id: lot for lot in self.store.lots()}
+        self._publish(self.topics.lot_availability(lot_id), encode(lot_availability(lots[lot_id])))
+        for screen in screens_showing(self.cfg.screens, lot_id):
+            self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
+
+    def _publish_all(self) -> None:
+        lots = {lot.id: lot for lot in self.store.lots()}
+        for lot in lots.values():
+            self._publish(self.topics.lot_availability(lot.id), encode(lot_availability(lot)))
+        for screen in self.cfg.screens:
+            self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1, retain=True)
+
+    def _publish_status(self) -> None:
+        if self.connected.is_set():
+            self._publish(self.topics.collector_status(self.cfg.name), encode(self._status("online")))
+
+    def _status(self, state: str) -> CollectorStatus:
+        return CollectorStatus(
+            name=self.cfg.name,
+            state=state,  # type: ignore[arg-type]
+            ts=utc_now(),
+            stored=self.stored,
+            duplicates=self.duplicates,
+            rejected=dict(self.rejected),
+        )

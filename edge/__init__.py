@@ -1,0 +1,1 @@
+"""The edge node: camera frames -> plate read -> decision -> barrier -> durable outbox -> MQTT."""

@@ -1,0 +1,5 @@
+import sys
+
+from parkgate.cli import main
+
+sys.exit(main())

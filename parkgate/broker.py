@@ -1,0 +1,104 @@
+"""Running a private Mosquitto broker on a free loopback port (demo, tests, benchmarks).
+
+The config is generated from the project's template (``mosquitto.conf`` beside this file); the
+broker keeps its persistence file in the given folder, so a restarted broker keeps queued
+messages and retained availability like a production one.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    """Mosquitto is missing or did not start."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+    if not found:
+        raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto; deploy/setup.sh does it)")
+    return found
+
+
+class Mosquitto:
+    """A Mosquitto process with a generated config. Use as a context manager or start()/stop()."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log = self.workdir / "mosquitto.log"
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        template = resources.files("parkgate").joinpath("mosquitto.conf").read_text(encoding="utf-8")
+        self.conf.write_text(
+            template.format(host=self.host, port=self.port, user=getpass.getuser(), data=self.workdir.resolve()),
+            encoding="utf-8",
+        )
+        return self.conf
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        self.write_config()
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=log, stderr=log)
+        if not wait_for_port(self.host, self.port, timeout):
+            self.stop()
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s:\n{tail}")
+        logger.info("mosquitto listening on %s:%d (pid %d)", self.host, self.port, self.proc.pid)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (for fault tests)."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,133 @@
+"""The ``parkgate`` command: services, the demo, and tools whose output is JSON lines.
+
+Machine-readable output goes to stdout as one JSON object per line; logs and progress go to
+stderr. Usage errors exit 2; a bad config file prints every error with its location and exits
+78 (EX_CONFIG) before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from parkgate import __version__
+from parkgate.logs import setup_logging
+from parkgate.settings import ConfigError
+
+logger = logging.getLogger("parkgate")
+
+EX_CONFIG = 78
+
+
+def _plates(args: argparse.Namespace) -> int:
+    from edge.errors import EngineUnavailable, ImageError
+    from edge.images import load_image
+    from edge.ocr import create_engine
+    from edge.plates import PlateReader
+
+    try:
+        reader = PlateReader(create_engine(args.engine, threads=args.threads))
+    except EngineUnavailable as err:
+        print(f"parkgate plates: {err}", file=sys.stderr)
+        return 1
+    for name in args.images:
+        started = time.perf_counter()
+        try:
+            image = load_image(name)
+            reads = reader.read(image)
+        except ImageError as err:
+            out: dict[str, object] = {"file": name, "error": err.problem}
+        else:
+            best = reads[0] if reads else None
+            out = {
+                "file": name,
+                "plate": best.text if best else None,
+                "confidence": round(best.confidence, 4) if best else 0.0,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "box": list(best.box) if best else None,
+                "kind": best.kind if best else None,
+                "others": [{"plate": r.text, "confidence": round(r.confidence, 4), "box": list(r.box)} for r in reads[1:]],
+            }
+        print(json.dumps(out, ensure_ascii=False), flush=True)
+    return 0
+
+
+def _service(args: argparse.Namespace) -> int:
+    from parkgate import services
+
+    runner = {"edge": services.run_edge, "collector": services.run_collector, "dashboard": services.run_dashboard}
+    return runner[args.command](args.config)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from parkgate.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parkgate",
+        description="ParkGate: plate-reading parking and inspection gates, a city collector and a dashboard.",
+        epilog="Each command has its own --help. JSON output goes to stdout, logs to stderr.",
+    )
+    parser.add_argument("--version", action="version", version=f"parkgate {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole system locally: broker, collector, dashboard and simulated gates",
+        description="Starts Mosquitto on a free loopback port (unless --broker is given), the collector, the "
+        "dashboard and an entry and an exit gate per lot, fed with generated camera frames (or --photos). "
+        "Prints 'dashboard: URL'. Ctrl-C stops everything.",
+    )
+    demo.add_argument("--photos", type=Path, help="folder of real photos to feed the gates instead of generated frames")
+    demo.add_argument("--lots", type=int, default=3, choices=range(1, 9), metavar="N", help="number of lots (1-8, default 3)")
+    demo.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting one")
+    demo.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
+    demo.add_argument("--interval", type=float, default=4.0, help="mean seconds between cars at each entry (default 4)")
+    demo.add_argument("--workdir", type=Path, help="keep configs, database and logs here (default: a temp folder)")
+    demo.set_defaults(func=_demo)
+
+    for name, what in (
+        ("edge", "run a gate node: camera, plate reading, barrier, outbox, MQTT"),
+        ("collector", "run the cloud collector: store events, publish availability"),
+        ("dashboard", "serve the dashboard and the JSON API"),
+    ):
+        p = sub.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}.")
+        p.add_argument("--config", type=Path, required=name != "dashboard", help="TOML config file")
+        p.set_defaults(func=_service)
+
+    plates = sub.add_parser(
+        "plates",
+        help="read plates in image files; one JSON line per image",
+        description='Prints per image {"file", "plate" (or null), "confidence", "ms", "box" ([x1,y1,x2,y2] or '
+        'null), "kind", "others"}; an unusable file gives {"file", "error"} and the run goes on.',
+    )
+    plates.add_argument("images", nargs="+", metavar="IMAGE")
+    plates.add_argument("--engine", default="rapidocr", help="OCR engine: rapidocr (default) or easyocr")
+    plates.add_argument("--threads", type=int, default=0, help="inference threads (default: runtime's choice)")
+    plates.set_defaults(func=_plates)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, name=args.command)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(f"parkgate {args.command}: {err}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

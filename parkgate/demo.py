@@ -1,0 +1,217 @@
+"""``parkgate demo``: the whole system on one machine, as separate processes.
+
+Broker (Mosquitto, private config, free loopback port) -> collector -> dashboard, and per lot
+an entry gate and an exit gate running the real edge pipeline on simulated pins, fed with
+generated camera frames of cars (or real photos). The exit gate of a lot shares its entry
+gate's plate seed, so the cars that entered are the cars that leave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from parkgate.broker import Mosquitto, free_port, wait_for_port
+from parkgate.services import stop_on_signals
+
+logger = logging.getLogger(__name__)
+
+LOTS = [
+    ("L01", "江汉路停车场", 30, (30.5800, 114.2890)),
+    ("L02", "汉街地下停车场", 20, (30.5560, 114.3420)),
+    ("L03", "光谷广场停车场", 12, (30.5050, 114.3990)),
+    ("L04", "武汉站东广场停车场", 40, (30.6070, 114.4240)),
+    ("L05", "楚河汉街P2", 16, (30.5570, 114.3380)),
+    ("L06", "汉口火车站停车场", 50, (30.6180, 114.2530)),
+    ("L07", "黄鹤楼景区停车场", 24, (30.5440, 114.3030)),
+    ("L08", "武汉天地停车场", 18, (30.6040, 114.3080)),
+]
+ARROWS = ["left", "up", "right"]
+
+
+def _toml(value: Any) -> str:
+    """A minimal TOML writer for the generated configs (strings, numbers, bools, lists, tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict) and not _is_tables(v)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml(v)}" for k, v in value.items()]
+        elif _is_tables(value):
+            for table in value:
+                lines += ["", f"[[{key}]]"] + [f"{k} = {_toml(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def demo_configs(
+    workdir: Path, mqtt: dict[str, Any], *, lots: int, dashboard_port: int, interval: float, photos: Path | None
+) -> dict[str, Path]:
+    """Write every service's config into ``workdir``; returns name -> config path."""
+    chosen = LOTS[:lots]
+    configs = {
+        "collector": write_toml(
+            workdir / "collector.toml",
+            {
+                "name": "demo",
+                "database": f"sqlite:///{workdir / 'events.sqlite'}",
+                "mqtt": mqtt,
+                "lots": [
+                    {"id": i, "name": n, "capacity": c, "lat": lat, "lon": lon} for i, n, c, (lat, lon) in chosen
+                ],
+                "screens": [
+                    {
+                        "id": "S01",
+                        "name": "解放大道路口诱导屏",
+                        "lots": [{"lot_id": i, "arrow": ARROWS[k % 3]} for k, (i, *_r) in enumerate(chosen[:3])],
+                    },
+                    {"id": "S02", "name": "单停车场入口屏", "lots": [{"lot_id": chosen[0][0], "arrow": "right"}]},
+                ],
+            },
+        ),
+        "dashboard": write_toml(
+            workdir / "dashboard.toml", {"host": "127.0.0.1", "port": dashboard_port, "mqtt": mqtt}
+        ),
+    }
+    for k, (lot_id, _name, capacity, _pos) in enumerate(chosen):
+        for direction, suffix in (("entry", "in"), ("exit", "out")):
+            gate_id = f"{lot_id}-{suffix}"
+            if photos:
+                camera: dict[str, Any] = {"kind": "files", "path": photos, "interval_s": interval, "repeat": True}
+            else:
+                # Exits start once the lot has had time to fill and run a little slower than entries,
+                # so occupancy swings and small lots reach "full".
+                camera = {
+                    "kind": "synthetic",
+                    "seed": 1000 + k,
+                    "interval_s": interval if direction == "entry" else interval * 1.4,
+                    "start_delay_s": 0.0 if direction == "entry" else capacity * interval * 0.6,
+                }
+            configs[gate_id] = write_toml(
+                workdir / f"{gate_id}.toml",
+                {
+                    "gate_id": gate_id,
+                    "lot_id": lot_id,
+                    "direction": direction,
+                    "outbox": workdir / f"{gate_id}.outbox.sqlite",
+                    "mqtt": mqtt,
+                    "camera": camera,
+                    "ocr": {"threads": 1},
+                    "policy": {"cooldown_s": 0.0},
+                    "gate": {"travel_s": 1.0, "close_delay_s": 0.5, "open_timeout_s": 10.0},
+                    "simulation": {"enabled": True, "drive_s": 1.0},
+                },
+            )
+    return configs
+
+
+class Children:
+    """The demo's child processes, stopped in reverse start order."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-m", "parkgate", *args], env=env)
+        self.procs.append((name, proc))
+        return proc
+
+    def dead(self) -> list[tuple[str, int]]:
+        return [(name, p.returncode) for name, p in self.procs if p.poll() is not None]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in time; killing it", name)
+                proc.kill()
+                proc.wait()
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    stop = stop_on_signals()
+    if args.photos and not args.photos.is_dir():
+        print(f"parkgate demo: --photos {args.photos}: not a folder", file=sys.stderr)
+        return 2
+    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="parkgate-demo-")
+    workdir = Path(args.workdir or tmp.name).resolve()  # type: ignore[union-attr]
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    children = Children()
+    try:
+        if args.broker:
+            host, _, port = args.broker.rpartition(":")
+            mqtt = {"host": host or "127.0.0.1", "port": int(port)}
+        else:
+            broker = Mosquitto(workdir / "broker").start()
+            mqtt = {"host": broker.host, "port": broker.port}
+        port = args.port or free_port()
+        configs = demo_configs(
+            workdir, mqtt, lots=args.lots, dashboard_port=port, interval=args.interval, photos=args.photos
+        )
+        children.spawn("collector", "collector", "--config", str(configs.pop("collector")))
+        children.spawn("dashboard", "dashboard", "--config", str(configs.pop("dashboard")))
+        for gate_id, path in configs.items():
+            children.spawn(gate_id, "edge", "--config", str(path))
+        if not (wait_for_port("127.0.0.1", port, 30) and _wait_http(f"http://127.0.0.1:{port}/healthz", 30)):
+            logger.error("dashboard did not come up")
+            return 1
+        print(f"dashboard: http://127.0.0.1:{port}/", flush=True)
+        logger.info("%d gates running; configs and logs in %s; Ctrl-C stops", len(configs), workdir)
+        while not stop.wait(1.0):
+            dead = children.dead()
+            if dead:
+                logger.error("child process ended: %s; stopping the demo", dead)
+                return 1
+        return 0
+    finally:
+        children.stop()
+        if broker:
+            broker.stop()
+        if tmp:
+            tmp.cleanup()
+        logger.info("demo stopped")

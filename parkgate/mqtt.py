@@ -1,0 +1,70 @@
+"""Building paho-mqtt clients the same way in every service.
+
+MQTT 5 everywhere. The connection runs in paho's own network thread (``loop_start``), which
+reconnects by itself with back-off; callbacks run on that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from parkgate.settings import MqttSettings
+
+logger = logging.getLogger(__name__)
+
+
+def make_client(
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    will: tuple[str, bytes] | None = None,
+    manual_ack: bool = False,
+) -> mqtt.Client:
+    """A configured, not yet connected MQTT 5 client. ``will`` is (topic, payload), sent retained."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password())
+    if settings.tls_ca:
+        client.tls_set(ca_certs=str(settings.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    if will:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    return client
+
+
+def connect_async(
+    client: mqtt.Client, settings: MqttSettings, *, session_expiry_s: int = 0
+) -> None:
+    """Start connecting in the background; paho retries until the broker answers.
+
+    ``session_expiry_s`` > 0 asks the broker to keep the session (subscriptions and queued QoS 1
+    messages) that long while the client is away: the collector uses this so nothing sent while
+    it restarts is lost.
+    """
+    props = Properties(PacketTypes.CONNECT)
+    if session_expiry_s:
+        props.SessionExpiryInterval = session_expiry_s
+    client.connect_async(
+        settings.host,
+        settings.port,
+        keepalive=settings.keepalive_s,
+        clean_start=session_expiry_s == 0,
+        properties=props,
+    )
+    client.loop_start()
+
+
+def reason_text(rc: object) -> str:
+    """A paho reason code as ``[code:N] text``."""
+    value = getattr(rc, "value", rc)
+    return f"[code:{value}] {rc}"

@@ -1,0 +1,177 @@
+"""Message models for every payload on the wire (pydantic, JSON, schema version ``v``).
+
+Receivers call :func:`decode`, which turns any bad payload into a :class:`PayloadError` that
+names the offending fields, so a receiver can count it, log it and carry on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from protocol.errors import PayloadError
+from protocol.topics import ID_PATTERN
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="lot/gate/screen id, safe as a topic level")]
+# Plate text without separators: CJK province characters, capital letters and digits.
+Plate = Annotated[str, Field(pattern=r"^[0-9A-Z\u4e00-\u9fff]{2,12}$", description="plate text, no separators")]
+EventId = Annotated[str, Field(pattern=r"^[0-9A-Za-z_-]{16,40}$", description="unique id made at the edge (ULID)")]
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone (e.g. 2026-11-26T10:00:00Z)")
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_aware_utc)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Direction(StrEnum):
+    ENTRY = "entry"
+    EXIT = "exit"
+
+
+class Action(StrEnum):
+    OPEN = "open"
+    DENY = "deny"
+
+
+class Reason(StrEnum):
+    """Why a gate opened or refused. Extend, never rename: reasons are stored and reported."""
+
+    SPACE_FREE = "space_free"  # entry, lot has room
+    ALLOW_LISTED = "allow_listed"  # entry, lot full but plate on the allow list
+    LOT_FULL = "lot_full"  # entry refused, no free space
+    DENY_LISTED = "deny_listed"  # refused, plate on the deny list
+    EXIT = "exit"  # exits always open
+    NO_PLATE_READ = "no_plate_read"  # vehicle present, no plate read; policy decides
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = Field(SCHEMA_VERSION, description="schema version of this payload")
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Action
+    reason: Reason
+
+
+class GateEvent(_Message):
+    """One vehicle at one gate: what was read and what the gate decided."""
+
+    type: Literal["vehicle"] = "vehicle"
+    id: EventId
+    seq: int = Field(ge=1, description="the gate's monotonically increasing sequence number")
+    ts: Timestamp
+    lot_id: Id
+    gate_id: Id
+    direction: Direction
+    plate: Plate | None = None
+    confidence: float = Field(0.0, ge=0.0, le=1.0, description="plate read confidence, 0 when no plate")
+    decision: Decision
+
+    @model_validator(mode="after")
+    def _confidence_needs_plate(self) -> GateEvent:
+        if self.plate is None and self.confidence != 0.0:
+            raise ValueError("confidence must be 0 when plate is null")
+        return self
+
+
+class GateStatus(_Message):
+    """Retained online/offline state of a gate node (also its last will)."""
+
+    gate_id: Id
+    lot_id: Id
+    state: Literal["online", "offline"]
+    ts: Timestamp
+    barrier: str | None = Field(None, max_length=32, description="barrier state when online")
+    backlog: int | None = Field(None, ge=0, description="events waiting in the outbox")
+
+
+class LotAvailability(_Message):
+    """Retained free-space count of one lot."""
+
+    lot_id: Id
+    name: str = Field(max_length=120)
+    capacity: int = Field(ge=0)
+    occupied: int = Field(ge=0)
+    free: int = Field(ge=0)
+    ts: Timestamp = Field(description="when this count was computed")
+    last_event_ts: Timestamp | None = Field(None, description="time of the newest event counted")
+
+    @model_validator(mode="after")
+    def _free_matches(self) -> LotAvailability:
+        if self.free != max(self.capacity - self.occupied, 0):
+            raise ValueError("free must equal max(capacity - occupied, 0)")
+        return self
+
+
+class ScreenRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lot_id: Id
+    label: str = Field(max_length=40)
+    arrow: Literal["left", "right", "up", "down", "none"] = "none"
+    free: int = Field(ge=0)
+    capacity: int = Field(ge=0)
+    full: bool
+
+
+class ScreenContent(_Message):
+    """Retained content of one guidance screen."""
+
+    screen_id: Id
+    name: str = Field(max_length=120)
+    ts: Timestamp
+    rows: list[ScreenRow] = Field(max_length=32)
+
+
+class CollectorStatus(_Message):
+    """Retained health of a collector: counts of what it stored and what it refused."""
+
+    name: Id
+    state: Literal["online", "offline"]
+    ts: Timestamp
+    stored: int = Field(0, ge=0)
+    duplicates: int = Field(0, ge=0)
+    rejected: dict[str, int] = Field(default_factory=dict)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialise a message for the wire (compact UTF-8 JSON)."""
+    return message.model_dump_json(exclude_none=False).encode()
+
+
+def decode(model: type[M], payload: bytes | str) -> M:
+    """Validate ``payload`` as ``model``; raise PayloadError naming every bad field."""
+    size = len(payload)
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadError("too_large", f"payload of {size} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as err:
+        problems = err.errors(include_url=False, include_input=False)
+        if any(p["type"] == "json_invalid" for p in problems):
+            raise PayloadError("json", problems[0]["msg"]) from None
+        if any(p["loc"][:1] == ("v",) for p in problems):
+            raise PayloadError("version", f"unsupported schema version (this receiver speaks v{SCHEMA_VERSION})") from None
+        detail = "; ".join(f"{'.'.join(str(x) for x in p['loc']) or '(message)'}: {p['msg']}" for p in problems)
+        raise PayloadError("schema", detail) from None
