@@ -45,7 +45,9 @@ def mosquitto_binary() -> str:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
     )
     if not found:
-        raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto; deploy/setup.sh does it)")
+        raise BrokerError(
+            "mosquitto is not installed (Debian: apt-get install mosquitto; deploy/setup.sh does it)"
+        )
     return found
 
 
@@ -64,7 +66,9 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         template = resources.files("parkgate").joinpath("mosquitto.conf").read_text(encoding="utf-8")
         self.conf.write_text(
-            template.format(host=self.host, port=self.port, user=getpass.getuser(), data=self.workdir.resolve()),
+            template.format(
+                host=self.host, port=self.port, user=getpass.getuser(), data=self.workdir.resolve()
+            ),
             encoding="utf-8",
         )
         return self.conf
@@ -76,7 +80,9 @@ class Mosquitto:
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
             tail = self.log.read_text(errors="replace")[-2000:]
-            raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s:\n{tail}")
+            raise BrokerError(
+                f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s:\n{tail}"
+            )
         logger.info("mosquitto listening on %s:%d (pid %d)", self.host, self.port, self.proc.pid)
         return self
 

@@ -51,7 +51,10 @@ def _plates(args: argparse.Namespace) -> int:
                 "ms": round((time.perf_counter() - started) * 1000, 1),
                 "box": list(best.box) if best else None,
                 "kind": best.kind if best else None,
-                "others": [{"plate": r.text, "confidence": round(r.confidence, 4), "box": list(r.box)} for r in reads[1:]],
+                "others": [
+                    {"plate": r.text, "confidence": round(r.confidence, 4), "box": list(r.box)}
+                    for r in reads[1:]
+                ],
             }
         print(json.dumps(out, ensure_ascii=False), flush=True)
     return 0
@@ -60,8 +63,19 @@ def _plates(args: argparse.Namespace) -> int:
 def _service(args: argparse.Namespace) -> int:
     from parkgate import services
 
-    runner = {"edge": services.run_edge, "collector": services.run_collector, "dashboard": services.run_dashboard}
+    runner = {
+        "edge": services.run_edge,
+        "collector": services.run_collector,
+        "dashboard": services.run_dashboard,
+    }
     return runner[args.command](args.config)
+
+
+def _bench_plates(args: argparse.Namespace) -> int:
+    from bench.plates import run
+
+    manifest = args.manifest or args.folder / "manifest.csv"
+    return run(args.folder, manifest, args.engine or ["rapidocr"], threads=args.threads)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -87,12 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
         "dashboard and an entry and an exit gate per lot, fed with generated camera frames (or --photos). "
         "Prints 'dashboard: URL'. Ctrl-C stops everything.",
     )
-    demo.add_argument("--photos", type=Path, help="folder of real photos to feed the gates instead of generated frames")
-    demo.add_argument("--lots", type=int, default=3, choices=range(1, 9), metavar="N", help="number of lots (1-8, default 3)")
+    demo.add_argument(
+        "--photos", type=Path, help="folder of real photos to feed the gates instead of generated frames"
+    )
+    demo.add_argument(
+        "--lots",
+        type=int,
+        default=3,
+        choices=range(1, 9),
+        metavar="N",
+        help="number of lots (1-8, default 3)",
+    )
     demo.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting one")
     demo.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
-    demo.add_argument("--interval", type=float, default=4.0, help="mean seconds between cars at each entry (default 4)")
-    demo.add_argument("--workdir", type=Path, help="keep configs, database and logs here (default: a temp folder)")
+    demo.add_argument(
+        "--interval", type=float, default=4.0, help="mean seconds between cars at each entry (default 4)"
+    )
+    demo.add_argument(
+        "--workdir", type=Path, help="keep configs, database and logs here (default: a temp folder)"
+    )
     demo.set_defaults(func=_demo)
 
     for name, what in (
@@ -112,8 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plates.add_argument("images", nargs="+", metavar="IMAGE")
     plates.add_argument("--engine", default="rapidocr", help="OCR engine: rapidocr (default) or easyocr")
-    plates.add_argument("--threads", type=int, default=0, help="inference threads (default: runtime's choice)")
+    plates.add_argument(
+        "--threads", type=int, default=0, help="inference threads (default: runtime's choice)"
+    )
     plates.set_defaults(func=_plates)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures as JSON lines")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    bplates = bench_sub.add_parser(
+        "plates",
+        help="plate-reading accuracy and speed against a manifest",
+        description="Reads every image listed in the manifest (columns file, plate) and prints one JSON line per "
+        "engine: exact_rate, char_accuracy, green_rate, per-group exact rates, mean/p50/p95 ms, peak_rss_mb.",
+    )
+    bplates.add_argument("folder", type=Path, metavar="DIR")
+    bplates.add_argument("--manifest", type=Path, help="CSV with file,plate columns (default DIR/manifest.csv)")
+    bplates.add_argument("--engine", action="append", help="engine to measure; repeat to compare (default rapidocr)")
+    bplates.add_argument("--threads", type=int, default=0, help="inference threads (default: runtime's choice)")
+    bplates.set_defaults(func=_bench_plates)
     return parser
 
 

@@ -71,7 +71,13 @@ def _is_tables(value: Any) -> bool:
 
 
 def demo_configs(
-    workdir: Path, mqtt: dict[str, Any], *, lots: int, dashboard_port: int, interval: float, photos: Path | None
+    workdir: Path,
+    mqtt: dict[str, Any],
+    *,
+    lots: int,
+    dashboard_port: int,
+    interval: float,
+    photos: Path | None,
 ) -> dict[str, Path]:
     """Write every service's config into ``workdir``; returns name -> config path."""
     chosen = LOTS[:lots]
@@ -83,15 +89,22 @@ def demo_configs(
                 "database": f"sqlite:///{workdir / 'events.sqlite'}",
                 "mqtt": mqtt,
                 "lots": [
-                    {"id": i, "name": n, "capacity": c, "lat": lat, "lon": lon} for i, n, c, (lat, lon) in chosen
+                    {"id": i, "name": n, "capacity": c, "lat": lat, "lon": lon}
+                    for i, n, c, (lat, lon) in chosen
                 ],
                 "screens": [
                     {
                         "id": "S01",
                         "name": "解放大道路口诱导屏",
-                        "lots": [{"lot_id": i, "arrow": ARROWS[k % 3]} for k, (i, *_r) in enumerate(chosen[:3])],
+                        "lots": [
+                            {"lot_id": i, "arrow": ARROWS[k % 3]} for k, (i, *_r) in enumerate(chosen[:3])
+                        ],
                     },
-                    {"id": "S02", "name": "单停车场入口屏", "lots": [{"lot_id": chosen[0][0], "arrow": "right"}]},
+                    {
+                        "id": "S02",
+                        "name": "单停车场入口屏",
+                        "lots": [{"lot_id": chosen[0][0], "arrow": "right"}],
+                    },
                 ],
             },
         ),
@@ -103,7 +116,12 @@ def demo_configs(
         for direction, suffix in (("entry", "in"), ("exit", "out")):
             gate_id = f"{lot_id}-{suffix}"
             if photos:
-                camera: dict[str, Any] = {"kind": "files", "path": photos, "interval_s": interval, "repeat": True}
+                camera: dict[str, Any] = {
+                    "kind": "files",
+                    "path": photos,
+                    "interval_s": interval,
+                    "repeat": True,
+                }
             else:
                 # Exits start once the lot has had time to fill and run a little slower than entries,
                 # so occupancy swings and small lots reach "full".

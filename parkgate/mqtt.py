@@ -6,6 +6,7 @@ reconnects by itself with back-off; callbacks run on that thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 
@@ -42,9 +43,7 @@ def make_client(
     return client
 
 
-def connect_async(
-    client: mqtt.Client, settings: MqttSettings, *, session_expiry_s: int = 0
-) -> None:
+def connect_async(client: mqtt.Client, settings: MqttSettings, *, session_expiry_s: int = 0) -> None:
     """Start connecting in the background; paho retries until the broker answers.
 
     ``session_expiry_s`` > 0 asks the broker to keep the session (subscriptions and queued QoS 1
@@ -68,3 +67,10 @@ def reason_text(rc: object) -> str:
     """A paho reason code as ``[code:N] text``."""
     value = getattr(rc, "value", rc)
     return f"[code:{value}] {rc}"
+
+
+def publish_retained_and_wait(client: mqtt.Client, topic: str, payload: bytes, timeout: float = 3.0) -> None:
+    """Publish a retained QoS 1 message and wait (bounded) for the broker's acknowledgement."""
+    info = client.publish(topic, payload, qos=1, retain=True)
+    with contextlib.suppress(RuntimeError, ValueError):
+        info.wait_for_publish(timeout)

@@ -1,0 +1,33 @@
+"""The gate's decision policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.decision import Policy, decide
+from protocol import Action, Direction, Reason
+
+POLICY = Policy(allow=frozenset({"鄂A00001"}), deny=frozenset({"鄂A66666"}))
+E, X = Direction.ENTRY, Direction.EXIT
+
+
+@pytest.mark.parametrize(
+    ("direction", "plate", "free", "policy", "expected"),
+    [
+        (E, "鄂A12345", 5, POLICY, (Action.OPEN, Reason.SPACE_FREE)),
+        (E, "鄂A12345", 0, POLICY, (Action.DENY, Reason.LOT_FULL)),
+        (E, "鄂A00001", 0, POLICY, (Action.OPEN, Reason.ALLOW_LISTED)),
+        (E, "鄂A66666", 5, POLICY, (Action.DENY, Reason.DENY_LISTED)),
+        (E, "鄂A12345", None, POLICY, (Action.OPEN, Reason.SPACE_FREE)),  # offline: unknown counts as room
+        (E, None, 5, POLICY, (Action.DENY, Reason.NO_PLATE_READ)),
+        (E, None, 5, Policy(open_without_plate=True), (Action.OPEN, Reason.NO_PLATE_READ)),
+        (E, None, 0, Policy(open_without_plate=True), (Action.DENY, Reason.LOT_FULL)),
+        (X, "鄂A66666", 0, POLICY, (Action.OPEN, Reason.EXIT)),  # never trap a car inside
+        (X, None, None, POLICY, (Action.OPEN, Reason.EXIT)),
+    ],
+)
+def test_decide(
+    direction: Direction, plate: str | None, free: int | None, policy: Policy, expected: tuple[Action, Reason]
+) -> None:
+    decision = decide(direction, plate, free, policy)
+    assert (decision.action, decision.reason) == expected
