@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from flask import Flask
+from werkzeug.exceptions import HTTPException
 
 from dashboard.config import DashboardConfig
 from dashboard.live import LiveFeed, LiveState
@@ -31,6 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
+    app.register_error_handler(HTTPException, api.http_error)
     app.jinja_env.globals["product_title"] = cfg.title
     return app
 

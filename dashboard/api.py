@@ -19,9 +19,12 @@ def error_response(status: int, message: str) -> tuple[Response, int]:
     return jsonify(error={"status": status, "message": message}), status
 
 
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> tuple[Response, int]:
-    return error_response(err.code or 500, err.description or err.name)
+def http_error(err: HTTPException) -> tuple[Response, int] | HTTPException:
+    """JSON errors for the API (and clients that ask for JSON); the usual HTML page otherwise."""
+    wants_json = request.path.startswith(bp.url_prefix or "/api") or (
+        request.accept_mimetypes.best_match(["application/json", "text/html"]) == "application/json"
+    )
+    return error_response(err.code or 500, err.description or err.name) if wants_json else err
 
 
 @bp.get("/availability")
@@ -29,7 +32,9 @@ def availability() -> Response:
     """Every lot's free spaces, with the time each count was computed."""
     state = live_state(current_app)
     lots = [lot.model_dump(mode="json") for lot in sorted(state.lots.values(), key=lambda x: x.lot_id)]
-    return jsonify(lots=lots, total_free=sum(x["free"] for x in lots), total_capacity=sum(x["capacity"] for x in lots))
+    return jsonify(
+        lots=lots, total_free=sum(x["free"] for x in lots), total_capacity=sum(x["capacity"] for x in lots)
+    )
 
 
 @bp.get("/availability/<lot_id>")

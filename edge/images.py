@@ -28,7 +28,9 @@ def decode_image(data: bytes, source: str = "image") -> np.ndarray:
             with Image.open(io.BytesIO(data)) as probe:
                 width, height = probe.size
                 fmt = probe.format
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise ImageError(source, f"image exceeds the {MAX_PIXELS:,}-pixel limit ({err})") from None
+    except UnidentifiedImageError:
         raise ImageError(source, "not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(source, f"not a readable image ({err})") from None

@@ -22,7 +22,7 @@ from edge.ocr import create_engine
 from edge.outbox import Outbox
 from edge.plates import PlateRead, PlateReader
 from gate_firmware import BarrierState, GateController
-from protocol import Action, GateEvent, Topics, encode
+from protocol import Action, Decision, GateEvent, Topics, encode
 from protocol.messages import utc_now
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ class EdgeNode:
         reader = PlateReader(create_engine(cfg.ocr.engine, threads=cfg.ocr.threads))
         gate = GateController(cfg.gate, pin_factory=factory)
         outbox = Outbox(cfg.outbox)
-        link = EdgeLink(cfg.mqtt, cfg.gate_id, cfg.lot_id, outbox, status_extra=lambda: {"barrier": str(gate.state)})
+        link = EdgeLink(
+            cfg.mqtt, cfg.gate_id, cfg.lot_id, outbox, status_extra=lambda: {"barrier": str(gate.state)}
+        )
         return cls(cfg, reader, gate, outbox, link, pin_factory=factory)
 
     # -- one vehicle ---------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class EdgeNode:
         self._recent[plate] = now
         return last is not None and now - last < self.cfg.policy.cooldown_s
 
-    def _record(self, read: PlateRead | None, decision: object) -> GateEvent:
+    def _record(self, read: PlateRead | None, decision: Decision) -> GateEvent:
         made: list[GateEvent] = []
 
         def build(seq: int) -> tuple[str, str, bytes]:
@@ -168,8 +170,8 @@ class EdgeNode:
                     self.drive_vehicle_through(stop)
                 if stop.is_set():
                     break
-            else:
-                logger.info("source %s finished; waiting for the outbox to drain and for stop", source.name)
+            if not stop.is_set():
+                logger.info("source %s finished; the node stays up until stopped", source.name)
             stop.wait()
         finally:
             self.close()

@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     plates = sub.add_parser(
         "plates",
         help="read plates in image files; one JSON line per image",
-        description='Prints per image {"file", "plate" (or null), "confidence", "ms", "box" ([x1,y1,x2,y2] or '
-        'null), "kind", "others"}; an unusable file gives {"file", "error"} and the run goes on.',
+        description='Prints per image {"file", "plate" (or null), "confidence", "ms", "box" '
+        '([x1,y1,x2,y2] or null), "kind", "others"}; an unusable file gives {"file", "error"} and the run '
+        "goes on.",
     )
     plates.add_argument("images", nargs="+", metavar="IMAGE")
     plates.add_argument("--engine", default="rapidocr", help="OCR engine: rapidocr (default) or easyocr")
@@ -149,13 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     bplates = bench_sub.add_parser(
         "plates",
         help="plate-reading accuracy and speed against a manifest",
-        description="Reads every image listed in the manifest (columns file, plate) and prints one JSON line per "
-        "engine: exact_rate, char_accuracy, green_rate, per-group exact rates, mean/p50/p95 ms, peak_rss_mb.",
+        description="Reads every image listed in the manifest (columns file, plate) and prints one JSON line "
+        "per engine: exact_rate, char_accuracy, green_rate, per-group exact rates, mean/p50/p95 ms, peak_rss_mb.",
     )
     bplates.add_argument("folder", type=Path, metavar="DIR")
-    bplates.add_argument("--manifest", type=Path, help="CSV with file,plate columns (default DIR/manifest.csv)")
-    bplates.add_argument("--engine", action="append", help="engine to measure; repeat to compare (default rapidocr)")
-    bplates.add_argument("--threads", type=int, default=0, help="inference threads (default: runtime's choice)")
+    bplates.add_argument(
+        "--manifest", type=Path, help="CSV with file,plate columns (default DIR/manifest.csv)"
+    )
+    bplates.add_argument(
+        "--engine", action="append", help="engine to measure; repeat to compare (default rapidocr)"
+    )
+    bplates.add_argument(
+        "--threads", type=int, default=0, help="inference threads (default: runtime's choice)"
+    )
     bplates.set_defaults(func=_bench_plates)
     return parser
 

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from parkgate.broker import Mosquitto, free_port, wait_for_port
+from parkgate.broker import Mosquitto, die_with_parent, free_port, wait_for_port
 from parkgate.services import stop_on_signals
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,15 @@ class Children:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``parkgate ARGS`` in its own session, so a terminal's Ctrl-C reaches only the demo,
+        which then stops the children in order; each child dies with the demo (PDEATHSIG)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "parkgate", *args], env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "parkgate", *args],
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         self.procs.append((name, proc))
         return proc
 
@@ -165,17 +172,21 @@ class Children:
         return [(name, p.returncode) for name, p in self.procs if p.poll() is not None]
 
     def stop(self, timeout: float = 10.0) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for name, proc in reversed(self.procs):
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop in time; killing it", name)
-                proc.kill()
-                proc.wait()
+        """Gates first (their last events drain to the broker), then dashboard and collector."""
+        gates = [(n, p) for n, p in self.procs if n not in ("collector", "dashboard")]
+        services = [(n, p) for n, p in reversed(self.procs) if n in ("collector", "dashboard")]
+        for group in (gates, services):
+            for _name, proc in group:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for name, proc in group:
+                try:
+                    proc.wait(max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    logger.warning("%s did not stop within %.0f s; killing it", name, timeout)
+                    proc.kill()
+                    proc.wait()
 
 
 def _wait_http(url: str, timeout: float) -> bool:

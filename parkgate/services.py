@@ -58,7 +58,7 @@ def run_dashboard(config: Path | None) -> int:
     server = create_server(app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="parkgate")
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
-    logger.info("dashboard serving on http://%s:%d/", cfg.host, server.effective_port)
+    logger.info("dashboard serving on http://%s:%s/", cfg.host, server.effective_port)
     stop.wait()
     server.close()
     feed = app.extensions.get("parkgate.feed")
