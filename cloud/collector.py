@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 
 from cloud.availability import lot_availability, screen_content, screens_showing
 from cloud.config import CollectorConfig
 from cloud.events_store import EventStore
-from parkgate.mqtt import connect_async, make_client, reason_text
+from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
 from protocol import CollectorStatus, GateEvent, PayloadError, Topics, decode, encode
 from protocol.errors import TopicError
 from protocol.messages import utc_now
@@ -42,7 +42,10 @@ class Collector:
         self._stop = threading.Event()
         status_topic = self.topics.collector_status(cfg.name)
         self.client = make_client(
-            cfg.mqtt, f"collector-{cfg.name}", will=(status_topic, encode(self._status("offline"))), manual_ack=True
+            cfg.mqtt,
+            f"collector-{cfg.name}",
+            will=(status_topic, encode(self._status("offline"))),
+            manual_ack=True,
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -64,13 +67,9 @@ class Collector:
     def close(self) -> None:
         self._stop.set()
         if self.connected.is_set():
-            info = self.client.publish(
-                self.topics.collector_status(self.cfg.name), encode(self._status("offline")), 1, True
+            publish_retained_and_wait(
+                self.client, self.topics.collector_status(self.cfg.name), encode(self._status("offline"))
             )
-            try:
-                info.wait_for_publish(3)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()
         self.store.close()
@@ -103,7 +102,7 @@ class Collector:
         client.ack(msg.mid, msg.qos)
 
     # -- the work ------------------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes) -> GateEvent | None:
+    def handle(self, topic: str, payload: bytes | bytearray) -> GateEvent | None:
         """Validate, store and publish one event payload. Returns it, or None if rejected/repeated."""
         try:
             ev = decode(GateEvent, payload)
@@ -144,10 +143,10 @@ class Collector:
         if self.connected.is_set():
             self._publish(self.topics.collector_status(self.cfg.name), encode(self._status("online")))
 
-    def _status(self, state: str) -> CollectorStatus:
+    def _status(self, state: Literal["online", "offline"]) -> CollectorStatus:
         return CollectorStatus(
             name=self.cfg.name,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             ts=utc_now(),
             stored=self.stored,
             duplicates=self.duplicates,

@@ -53,7 +53,10 @@ class CollectorConfig(StrictModel):
     name: Id = Field("collector-1", description="this collector's name (MQTT client id, status topic)")
     database: str = Field("sqlite:///parkgate.sqlite", description="SQLAlchemy database URL")
     session_expiry_s: int = Field(
-        86_400, ge=0, le=30 * 86_400, description="how long the broker queues events while the collector is away"
+        86_400,
+        ge=0,
+        le=30 * 86_400,
+        description="how long the broker queues events while the collector is away",
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     lots: list[LotConfig] = Field(default_factory=list)

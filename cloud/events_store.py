@@ -67,7 +67,11 @@ class LotState:
 
 
 def _state(row: LotRow) -> LotState:
-    ts = row.last_event_ts.replace(tzinfo=UTC) if row.last_event_ts and not row.last_event_ts.tzinfo else row.last_event_ts
+    ts = (
+        row.last_event_ts.replace(tzinfo=UTC)
+        if row.last_event_ts and not row.last_event_ts.tzinfo
+        else row.last_event_ts
+    )
     return LotState(row.id, row.name, row.capacity, row.occupied, ts)
 
 

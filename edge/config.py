@@ -26,8 +26,7 @@ from pydantic import Field
 
 from gate_firmware.config import GateConfig
 from parkgate.settings import MqttSettings, StrictModel
-from protocol.messages import Id, Plate
-from protocol.messages import Direction
+from protocol.messages import Direction, Id, Plate
 
 
 class FilesCamera(StrictModel):
@@ -52,7 +51,9 @@ class SyntheticCamera(StrictModel):
     """Generated gate-camera frames of vehicles with known plates (demo and tests)."""
 
     kind: Literal["synthetic"]
-    seed: int = Field(1, description="plate sequence seed; an exit gate with its entry's seed sees the same cars")
+    seed: int = Field(
+        1, description="plate sequence seed; an exit gate with its entry's seed sees the same cars"
+    )
     interval_s: float = Field(4.0, gt=0, le=3600, description="mean pause between vehicles")
     start_delay_s: float = Field(0.0, ge=0, le=3600, description="wait before the first vehicle")
     green_share: float = Field(0.15, ge=0, le=1, description="share of new-energy (green) plates")

@@ -94,7 +94,9 @@ class DeviceSource(FrameSource):
         while not stop.is_set():
             cap = self._open()
             if not cap.isOpened():
-                logger.warning("camera %s cannot be opened; retrying in %.0f s", self.name, self.cfg.reconnect_s)
+                logger.warning(
+                    "camera %s cannot be opened; retrying in %.0f s", self.name, self.cfg.reconnect_s
+                )
                 stop.wait(self.cfg.reconnect_s)
                 continue
             self.connected = True

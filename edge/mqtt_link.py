@@ -14,12 +14,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 
 from edge.outbox import Outbox
-from parkgate.mqtt import connect_async, make_client, reason_text
+from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
 from parkgate.settings import MqttSettings
 from protocol import GateStatus, LotAvailability, PayloadError, Topics, decode, encode
 from protocol.messages import utc_now
@@ -78,11 +78,9 @@ class EdgeLink:
         self._wake.set()
         self._thread.join(timeout)
         if self.connected.is_set():
-            info = self.client.publish(self.topics.gate_status(self.gate_id), self._status("offline"), 1, True)
-            try:
-                info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError):
-                pass
+            publish_retained_and_wait(
+                self.client, self.topics.gate_status(self.gate_id), self._status("offline")
+            )
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -157,7 +155,7 @@ class EdgeLink:
             self._in_flight[info.mid] = (item.seq, now)
             self.published += 1
 
-    def _status(self, state: str) -> bytes:
+    def _status(self, state: Literal["online", "offline"]) -> bytes:
         backlog, _age = self.outbox.backlog()
         extra = self._status_extra() if state == "online" else {}
         return encode(

@@ -20,8 +20,12 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="lot/gate/screen id, safe as a topic level")]
 # Plate text without separators: CJK province characters, capital letters and digits.
-Plate = Annotated[str, Field(pattern=r"^[0-9A-Z\u4e00-\u9fff]{2,12}$", description="plate text, no separators")]
-EventId = Annotated[str, Field(pattern=r"^[0-9A-Za-z_-]{16,40}$", description="unique id made at the edge (ULID)")]
+Plate = Annotated[
+    str, Field(pattern=r"^[0-9A-Z\u4e00-\u9fff]{2,12}$", description="plate text, no separators")
+]
+EventId = Annotated[
+    str, Field(pattern=r"^[0-9A-Za-z_-]{16,40}$", description="unique id made at the edge (ULID)")
+]
 
 
 def _aware_utc(value: datetime) -> datetime:
@@ -61,7 +65,7 @@ class Reason(StrEnum):
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = Field(SCHEMA_VERSION, description="schema version of this payload")
+    v: Literal[1] = Field(1, description="schema version of this payload")
 
 
 class Decision(BaseModel):
@@ -160,7 +164,7 @@ def encode(message: BaseModel) -> bytes:
     return message.model_dump_json(exclude_none=False).encode()
 
 
-def decode(model: type[M], payload: bytes | str) -> M:
+def decode(model: type[M], payload: bytes | bytearray | str) -> M:
     """Validate ``payload`` as ``model``; raise PayloadError naming every bad field."""
     size = len(payload)
     if size > MAX_PAYLOAD_BYTES:
@@ -172,6 +176,10 @@ def decode(model: type[M], payload: bytes | str) -> M:
         if any(p["type"] == "json_invalid" for p in problems):
             raise PayloadError("json", problems[0]["msg"]) from None
         if any(p["loc"][:1] == ("v",) for p in problems):
-            raise PayloadError("version", f"unsupported schema version (this receiver speaks v{SCHEMA_VERSION})") from None
-        detail = "; ".join(f"{'.'.join(str(x) for x in p['loc']) or '(message)'}: {p['msg']}" for p in problems)
+            raise PayloadError(
+                "version", f"unsupported schema version (this receiver speaks v{SCHEMA_VERSION})"
+            ) from None
+        detail = "; ".join(
+            f"{'.'.join(str(x) for x in p['loc']) or '(message)'}: {p['msg']}" for p in problems
+        )
         raise PayloadError("schema", detail) from None

@@ -18,7 +18,18 @@ from edge.config import EdgeConfig
 from edge.frames import FilesSource
 from edge.pipeline import EdgeNode
 from parkgate.settings import MqttSettings
-from protocol import Action, Decision, Direction, GateEvent, LotAvailability, Reason, ScreenContent, Topics, decode, encode
+from protocol import (
+    Action,
+    Decision,
+    Direction,
+    GateEvent,
+    LotAvailability,
+    Reason,
+    ScreenContent,
+    Topics,
+    decode,
+    encode,
+)
 from protocol.messages import utc_now
 from tests.mqtt_helpers import publish_raw, retained
 

