@@ -36,7 +36,7 @@ def edit_distance(a: str, b: str) -> int:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)] if ordered else 0.0
+    return ordered[min(round(q * (len(ordered) - 1)), len(ordered) - 1)] if ordered else 0.0
 
 
 def read_manifest(path: Path) -> list[tuple[str, str]]:
@@ -44,7 +44,9 @@ def read_manifest(path: Path) -> list[tuple[str, str]]:
         return [(row["file"], row["plate"]) for row in csv.DictReader(f)]
 
 
-def bench_engine(engine_name: str, folder: Path, truth: list[tuple[str, str]], threads: int) -> dict[str, object]:
+def bench_engine(
+    engine_name: str, folder: Path, truth: list[tuple[str, str]], threads: int
+) -> dict[str, object]:
     reader = PlateReader(create_engine(engine_name, threads=threads))
     reader.read(load_image(folder / truth[0][0]))  # warm-up: first inference allocates
     times, exact, chars, total_chars, errors = [], 0, 0, 0, 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Any, Literal
 
@@ -56,11 +57,17 @@ class Collector:
         connect_async(self.client, self.cfg.mqtt, session_expiry_s=self.cfg.session_expiry_s)
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set, publishing the collector's status periodically."""
+        """Serve until ``stop`` is set. Publishes the collector's status every few seconds and
+        re-publishes every lot and screen every ``republish_s``, so a quiet lot's count stays
+        fresh on screens instead of looking stale."""
         self.start()
+        last_republish = time.monotonic()
         try:
             while not stop.wait(STATUS_INTERVAL_S):
                 self._publish_status()
+                if self.connected.is_set() and time.monotonic() - last_republish >= self.cfg.republish_s:
+                    self._publish_all()
+                    last_republish = time.monotonic()
         finally:
             self.close()
 

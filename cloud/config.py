@@ -28,6 +28,8 @@ from pydantic import Field, model_validator
 from parkgate.settings import MqttSettings, StrictModel
 from protocol.messages import Id
 
+STATUS_MIN_S = 10.0  # the collector's status tick; re-publishing cannot be more frequent
+
 
 class LotConfig(StrictModel):
     id: Id = Field(description="lot id, used in topics")
@@ -57,6 +59,12 @@ class CollectorConfig(StrictModel):
         ge=0,
         le=30 * 86_400,
         description="how long the broker queues events while the collector is away",
+    )
+    republish_s: float = Field(
+        30.0,
+        ge=STATUS_MIN_S,
+        le=3600,
+        description="re-publish every lot's count this often, even without traffic",
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     lots: list[LotConfig] = Field(default_factory=list)

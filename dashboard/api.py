@@ -57,16 +57,22 @@ def screen(screen_id: str) -> Response | tuple[Response, int]:
 def stream() -> Response:
     """Server-sent events: ``lot``, ``screen`` and ``gate`` changes as they happen.
 
-    A reconnecting browser sends ``Last-Event-ID``; it gets what it missed, if still kept.
+    A new stream first gets the current state of everything; a reconnecting browser sends
+    ``Last-Event-ID`` and gets only what it missed, if that is still kept.
     """
     state = live_state(current_app)
     keepalive = float(current_app.config["SSE_KEEPALIVE_S"])
     last = request.headers.get("Last-Event-ID", "")
-    since = int(last) if last.isdigit() and int(last) <= state.version else state.version
+    resume = last.isdigit() and int(last) <= state.version
 
     def events() -> Iterator[str]:
-        version = since
         yield "retry: 2000\n\n"
+        if resume:
+            version = int(last)
+        else:
+            version, current = state.snapshot()
+            for change in current:
+                yield _sse(change.kind, change.version, change.data)
         while True:
             changes = state.changes_since(version, keepalive)
             if not changes:

@@ -56,6 +56,14 @@ class LiveState:
             self._changes.append(Change(self.version, kind, message.model_dump(mode="json")))
             self._cond.notify_all()
 
+    def snapshot(self) -> tuple[int, list[Change]]:
+        """(current version, the newest message of every lot, screen and gate) for a new stream."""
+        with self._cond:
+            items: list[tuple[str, BaseModel]] = [("lot", m) for m in self.lots.values()]
+            items += [("screen", m) for m in self.screens.values()]
+            items += [("gate", m) for m in self.gates.values()]
+            return self.version, [Change(self.version, k, m.model_dump(mode="json")) for k, m in items]
+
     def changes_since(self, version: int, timeout: float) -> list[Change]:
         """Changes newer than ``version``, waiting up to ``timeout`` s for the first one."""
         with self._cond:

@@ -34,7 +34,9 @@ def test_good_edge_config_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_every_error_is_listed_with_its_location(tmp_path: Path) -> None:
-    text = GOOD_EDGE.replace('"entry"', '"sideways"').replace('kind = "files"', 'kind = "files"\ninterval_s = -1')
+    text = GOOD_EDGE.replace('"entry"', '"sideways"').replace(
+        'kind = "files"', 'kind = "files"\ninterval_s = -1'
+    )
     text += '\n[mqtt]\nport = 70000\ncolour = "red"\n'
     with pytest.raises(ConfigError) as err:
         load_config(EdgeConfig, write(tmp_path, text))

@@ -17,7 +17,12 @@ from tests.mqtt_helpers import publish_raw
 
 def lot(lot_id: str = "L1", occupied: int = 3, capacity: int = 10, name: str = "江汉路") -> LotAvailability:
     return LotAvailability(
-        lot_id=lot_id, name=name, capacity=capacity, occupied=occupied, free=max(capacity - occupied, 0), ts=utc_now()
+        lot_id=lot_id,
+        name=name,
+        capacity=capacity,
+        occupied=occupied,
+        free=max(capacity - occupied, 0),
+        ts=utc_now(),
     )
 
 
@@ -60,15 +65,28 @@ def test_pages_render_and_escape_names(app: Flask) -> None:
     assert client.get("/screens/unknown").status_code == 200  # a sign waiting for data still renders
 
 
-def test_stream_sends_changes_as_server_sent_events(app: Flask) -> None:
+def test_stream_sends_current_state_then_changes(app: Flask) -> None:
     state = live_state(app)
+    state.put(lot("L9", occupied=1))
     resp = app.test_client().get("/api/v1/stream", buffered=False)
     chunks = iter(resp.response)
     assert next(chunks).startswith(b"retry:")
+    assert next(chunks).decode().startswith('id: 1\nevent: lot\ndata: {"v": 1, "lot_id": "L9"')
     state.put(lot(occupied=4))
     text = next(chunks).decode()
-    assert text.startswith("id: 1\nevent: lot\ndata: {")
+    assert text.startswith("id: 2\nevent: lot\ndata: {")
     assert '"free": 6' in text
+    resp.close()
+
+
+def test_stream_resumes_after_last_event_id(app: Flask) -> None:
+    state = live_state(app)
+    for n in range(3):
+        state.put(lot(occupied=n))
+    resp = app.test_client().get("/api/v1/stream", buffered=False, headers={"Last-Event-ID": "2"})
+    chunks = iter(resp.response)
+    next(chunks)
+    assert next(chunks).decode().startswith("id: 3\nevent: lot")
     resp.close()
 
 

@@ -95,7 +95,9 @@ def test_box_is_on_the_plate(rapidocr_engine, dataset: Path) -> None:  # type: i
     read = PlateReader(rapidocr_engine).best(load_image(dataset / "scene_003.jpg"))
     assert read is not None
     cx, cy = (read.box[0] + read.box[2]) / 2, (read.box[1] + read.box[3]) / 2
-    assert int(row["bbox_x1"]) <= cx <= int(row["bbox_x2"]) and int(row["bbox_y1"]) <= cy <= int(row["bbox_y2"])
+    assert int(row["bbox_x1"]) <= cx <= int(row["bbox_x2"]) and int(row["bbox_y1"]) <= cy <= int(
+        row["bbox_y2"]
+    )
 
 
 @pytest.mark.dataset

@@ -45,7 +45,10 @@ def test_topics_put_everything_a_gate_sends_under_its_own_prefix() -> None:
     assert t.gate_events("L01-in") == "city/v1/gates/L01-in/events"
     assert t.gate_status("L01-in") == "city/v1/gates/L01-in/status"
     assert t.gate_commands("L01-in") == "city/v1/gates/L01-in/commands"
-    assert all(x.startswith(t.gate_prefix("L01-in") + "/") for x in (t.gate_events("L01-in"), t.gate_status("L01-in")))
+    assert all(
+        x.startswith(t.gate_prefix("L01-in") + "/")
+        for x in (t.gate_events("L01-in"), t.gate_status("L01-in"))
+    )
     assert t.lot_availability("L01") == "city/v1/lots/L01/availability"
     assert t.screen("S1") == "city/v1/screens/S1"
     assert t.all_gate_events() == "city/v1/gates/+/events"
@@ -117,7 +120,14 @@ def test_undecodable_payloads_get_a_reason(payload: bytes, reason: str) -> None:
 
 
 def test_availability_must_be_consistent() -> None:
-    ok = {"lot_id": "L1", "name": "x", "capacity": 10, "occupied": 12, "free": 0, "ts": "2026-11-26T00:00:00Z"}
+    ok = {
+        "lot_id": "L1",
+        "name": "x",
+        "capacity": 10,
+        "occupied": 12,
+        "free": 0,
+        "ts": "2026-11-26T00:00:00Z",
+    }
     assert decode(LotAvailability, json.dumps(ok)).free == 0
     with pytest.raises(PayloadError, match="free must equal"):
         decode(LotAvailability, json.dumps(ok | {"free": 3}))

@@ -1,0 +1,483 @@
+/*
+ * ParkGate dashboard: live updates over server-sent events (EventSource).
+ *
+ * Events (JSON data): `lot` (one lot's availability), `gate` (a gate node online/offline),
+ * `screen` (content of one guidance screen). The overview page (body[data-page="index"])
+ * updates lot cards and the summary; the sign page (body[data-page="screen"]) re-renders its
+ * rows. All data goes into the DOM through textContent / attributes, never innerHTML.
+ *
+ * The only global is the ParkGate object.
+ */
+/* eslint-env browser */
+var ParkGate = (function () {
+  "use strict";
+
+  var STALE_MS = 120 * 1000;
+  var TICK_MS = 1000;
+  var RETRY_MIN_MS = 2000;
+  var RETRY_MAX_MS = 30000;
+  var ARROWS = { left: "\u2190", right: "\u2192", up: "\u2191", down: "\u2193" };
+  var STATUS_TEXT = {
+    ok: ["充足", "Available"],
+    mid: ["紧张", "Limited"],
+    low: ["将满", "Almost full"],
+    full: ["已满", "FULL"]
+  };
+  var CONN_TEXT = {
+    connecting: ["连接中", "connecting"],
+    live: ["实时", "live"],
+    reconnecting: ["重连中", "reconnecting"]
+  };
+
+  // ---- small helpers ------------------------------------------------------------------------
+
+  function byId(id) {
+    return document.getElementById(id);
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  /** Chinese text first, English small after: <span class="zh">…</span> <small class="en">…</small>. */
+  function setBilingual(node, zh, en) {
+    if (!node) return;
+    clear(node);
+    node.appendChild(el("span", "zh", zh));
+    if (en) {
+      node.appendChild(document.createTextNode(" "));
+      node.appendChild(el("small", "en", en));
+    }
+  }
+
+  function toInt(value) {
+    var n = Number(value);
+    return isFinite(n) ? Math.max(0, Math.round(n)) : 0;
+  }
+
+  /** Milliseconds since epoch for an ISO 8601 string (also "YYYY-MM-DD HH:MM:SS.ffffff+00:00"). */
+  function parseTs(value) {
+    if (typeof value !== "string" || !value) return NaN;
+    var s = value.trim().replace(" ", "T").replace(/(\.\d{3})\d+/, "$1");
+    return Date.parse(s);
+  }
+
+  function ageParts(ms) {
+    if (!isFinite(ms)) return ["—", ""];
+    var s = Math.floor(ms / 1000);
+    if (s < 1) return ["刚刚", "just now"];
+    if (s < 60) return [s + " 秒前", s + " s ago"];
+    var m = Math.floor(s / 60);
+    if (m < 60) return [m + " 分钟前", m + " min ago"];
+    var h = Math.floor(m / 60);
+    if (h < 48) return [h + " 小时前", h + " h ago"];
+    var d = Math.floor(h / 24);
+    return [d + " 天前", d + " d ago"];
+  }
+
+  function isStale(ts, now) {
+    var t = parseTs(ts);
+    return !isFinite(t) || now - t > STALE_MS;
+  }
+
+  function pad2(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  /** Local "HH:MM", or "MM-DD HH:MM" when not today. */
+  function shortTime(ts) {
+    var t = parseTs(ts);
+    if (!isFinite(t)) return "—";
+    var d = new Date(t);
+    var hm = pad2(d.getHours()) + ":" + pad2(d.getMinutes());
+    var today = new Date();
+    if (d.toDateString() === today.toDateString()) return hm;
+    return pad2(d.getMonth() + 1) + "-" + pad2(d.getDate()) + " " + hm;
+  }
+
+  /** ok (> 30 % free), mid (10–30 %), low (< 10 %), full (nothing free). */
+  function level(free, capacity) {
+    if (free <= 0 || capacity <= 0) return "full";
+    var ratio = free / capacity;
+    if (ratio < 0.1) return "low";
+    if (ratio <= 0.3) return "mid";
+    return "ok";
+  }
+
+  function occupiedPct(occupied, capacity) {
+    if (capacity <= 0) return 100;
+    return Math.min(100, Math.max(0, Math.round((occupied / capacity) * 100)));
+  }
+
+  /** Restart a short CSS animation class on a node. */
+  function flash(node, className) {
+    if (!node) return;
+    node.classList.remove("flash-up", "flash-down");
+    void node.offsetWidth; // reflow, so the animation starts again
+    node.classList.add(className);
+    node.addEventListener(
+      "animationend",
+      function () {
+        node.classList.remove(className);
+      },
+      { once: true }
+    );
+  }
+
+  function parseData(event) {
+    try {
+      var data = JSON.parse(event.data);
+      return data && typeof data === "object" ? data : null;
+    } catch (err) {
+      if (window.console) console.warn("ParkGate: bad event data", event.type, err);
+      return null;
+    }
+  }
+
+  /** Same rule as protocol.topics.ID_PATTERN; ids end up in element ids. */
+  var ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+  function validId(value) {
+    return typeof value === "string" && ID_RE.test(value);
+  }
+
+  function arrowName(value) {
+    return Object.prototype.hasOwnProperty.call(ARROWS, value) ? value : "none";
+  }
+
+  // ---- connection ---------------------------------------------------------------------------
+
+  function setConnState(state) {
+    var node = byId("conn");
+    if (!node) return;
+    node.setAttribute("data-state", state);
+    var label = node.querySelector(".conn-label");
+    var text = CONN_TEXT[state] || CONN_TEXT.connecting;
+    if (label) setBilingual(label, text[0], text[1]);
+    node.title = text[0] + " " + text[1];
+  }
+
+  /**
+   * Open the EventSource and keep it open. The browser retries by itself while the stream is
+   * CONNECTING; if it gives up (CLOSED, e.g. the server answered with an error), retry here
+   * with a growing delay.
+   */
+  function connect(url, handlers) {
+    var delay = RETRY_MIN_MS;
+    var source = null;
+
+    function open() {
+      setConnState(source ? "reconnecting" : "connecting");
+      source = new EventSource(url);
+      source.onopen = function () {
+        delay = RETRY_MIN_MS;
+        setConnState("live");
+      };
+      source.onerror = function () {
+        setConnState("reconnecting");
+        if (source.readyState === EventSource.CLOSED) {
+          source.close();
+          window.setTimeout(open, delay);
+          delay = Math.min(delay * 2, RETRY_MAX_MS);
+        }
+      };
+      Object.keys(handlers).forEach(function (name) {
+        source.addEventListener(name, function (event) {
+          var data = parseData(event);
+          if (data) handlers[name](data);
+        });
+      });
+    }
+
+    if (!url || typeof EventSource === "undefined") {
+      setConnState("reconnecting");
+      return;
+    }
+    open();
+  }
+
+  // ---- overview page ------------------------------------------------------------------------
+
+  var overview = {
+    pendingGates: Object.create(null), // gate events for lots without a card yet, keyed by lot id
+
+    init: function () {
+      var self = this;
+      this.list = byId("lots");
+      this.cards().forEach(function (card) {
+        self.fillTimes(card);
+      });
+      this.tick();
+      window.setInterval(function () {
+        self.tick();
+      }, TICK_MS);
+      connect(document.body.getAttribute("data-stream"), {
+        lot: function (data) {
+          self.onLot(data);
+        },
+        gate: function (data) {
+          self.onGate(data);
+        }
+      });
+    },
+
+    cards: function () {
+      return this.list ? Array.prototype.slice.call(this.list.querySelectorAll(".lot")) : [];
+    },
+
+    onLot: function (lot) {
+      if (!validId(lot.lot_id) || !this.list) return;
+      var card = byId("lot-" + lot.lot_id) || this.createCard(lot.lot_id);
+      if (!card) return;
+      this.updateCard(card, lot);
+      this.updateSummary();
+      this.tick();
+    },
+
+    createCard: function (lotId) {
+      var tpl = byId("lot-template");
+      if (!tpl || !tpl.content) return null;
+      var card = tpl.content.querySelector(".lot").cloneNode(true);
+      card.id = "lot-" + lotId;
+      card.setAttribute("data-lot", lotId);
+      card.querySelector(".free").setAttribute("data-lot", lotId);
+      card.querySelector(".lot-id").textContent = lotId;
+      card.setAttribute("data-free", ""); // no previous value: no flash on the first update
+      this.insertSorted(card, lotId);
+      var empty = byId("lots-empty");
+      if (empty) empty.hidden = true;
+      var pending = this.pendingGates[lotId];
+      if (pending) {
+        delete this.pendingGates[lotId];
+        Object.keys(pending).forEach(function (gateId) {
+          overview.renderGate(card, pending[gateId]);
+        });
+      }
+      return card;
+    },
+
+    insertSorted: function (card, lotId) {
+      var before = null;
+      this.cards().some(function (other) {
+        if ((other.getAttribute("data-lot") || "").localeCompare(lotId) > 0) {
+          before = other;
+          return true;
+        }
+        return false;
+      });
+      this.list.insertBefore(card, before);
+    },
+
+    updateCard: function (card, lot) {
+      var capacity = toInt(lot.capacity);
+      var occupied = toInt(lot.occupied);
+      var free = toInt(lot.free);
+      var prevAttr = card.getAttribute("data-free");
+      var prev = prevAttr === "" || prevAttr === null ? null : toInt(prevAttr);
+      var lvl = level(free, capacity);
+      var pct = occupiedPct(occupied, capacity);
+
+      card.setAttribute("data-free", String(free));
+      card.setAttribute("data-capacity", String(capacity));
+      card.setAttribute("data-occupied", String(occupied));
+      card.setAttribute("data-ts", typeof lot.ts === "string" ? lot.ts : "");
+      card.setAttribute("data-last-event", typeof lot.last_event_ts === "string" ? lot.last_event_ts : "");
+      card.className = card.className.replace(/\blvl-\w+/g, "").trim() + " lvl-" + lvl;
+
+      card.querySelector(".lot-name").textContent = typeof lot.name === "string" ? lot.name : lot.lot_id;
+      var freeNode = card.querySelector(".free");
+      freeNode.textContent = String(free);
+      card.querySelector(".capacity").textContent = String(capacity);
+      card.querySelector(".occupied").textContent = String(occupied);
+      card.querySelector(".pct").textContent = pct + "%";
+      card.querySelector(".bar-fill").style.width = pct + "%";
+      card.querySelector(".bar").setAttribute("aria-valuenow", String(pct));
+      var status = STATUS_TEXT[lvl];
+      setBilingual(card.querySelector(".status"), status[0], status[1]);
+      this.fillTimes(card);
+
+      if (prev !== null && prev !== free) flash(freeNode, free > prev ? "flash-up" : "flash-down");
+    },
+
+    fillTimes: function (card) {
+      var node = card.querySelector(".last-event");
+      if (!node) return;
+      var ts = card.getAttribute("data-last-event");
+      node.textContent = shortTime(ts);
+      if (ts) node.setAttribute("datetime", ts);
+      else node.removeAttribute("datetime");
+    },
+
+    onGate: function (gate) {
+      if (!validId(gate.gate_id) || !validId(gate.lot_id)) return;
+      var card = byId("lot-" + gate.lot_id);
+      if (card) {
+        this.renderGate(card, gate);
+        return;
+      }
+      var pending = this.pendingGates[gate.lot_id] || (this.pendingGates[gate.lot_id] = {});
+      pending[gate.gate_id] = gate;
+    },
+
+    renderGate: function (card, gate) {
+      var list = card.querySelector(".gates");
+      if (!list) return;
+      var item = byId("gate-" + gate.gate_id);
+      if (item && item.parentNode !== list) {
+        item.parentNode.removeChild(item); // the gate moved to another lot
+        item = null;
+      }
+      if (!item) {
+        item = el("li", "gate");
+        item.id = "gate-" + gate.gate_id;
+        item.appendChild(el("span", "gate-dot"));
+        item.appendChild(el("span", "gate-id", gate.gate_id));
+        item.appendChild(el("span", "gate-state"));
+        item.appendChild(el("span", "gate-backlog"));
+        list.appendChild(item);
+      }
+      var online = gate.state === "online";
+      item.className = "gate " + (online ? "is-online" : "is-offline");
+      setBilingual(item.querySelector(".gate-state"), online ? "在线" : "离线", online ? "online" : "offline");
+      var backlog = toInt(gate.backlog);
+      item.querySelector(".gate-backlog").textContent = backlog > 0 ? "积压 " + backlog : "";
+      var title = gate.gate_id + (online ? " 在线 online" : " 离线 offline");
+      if (typeof gate.barrier === "string" && gate.barrier) title += " · 道闸 barrier: " + gate.barrier;
+      if (backlog > 0) title += " · 积压 backlog: " + backlog;
+      if (typeof gate.ts === "string") title += " · " + shortTime(gate.ts);
+      item.title = title;
+    },
+
+    updateSummary: function () {
+      var free = 0;
+      var capacity = 0;
+      var cards = this.cards();
+      cards.forEach(function (card) {
+        free += toInt(card.getAttribute("data-free"));
+        capacity += toInt(card.getAttribute("data-capacity"));
+      });
+      setText("sum-lots", cards.length);
+      setText("sum-free", free);
+      setText("sum-capacity", capacity);
+    },
+
+    tick: function () {
+      var now = Date.now();
+      this.cards().forEach(function (card) {
+        var ts = card.getAttribute("data-ts");
+        var parts = ageParts(now - parseTs(ts));
+        setBilingual(card.querySelector(".age"), parts[0], parts[1]);
+        card.classList.toggle("stale", isStale(ts, now));
+      });
+    }
+  };
+
+  function setText(id, value) {
+    var node = byId(id);
+    if (node) node.textContent = String(value);
+  }
+
+  // ---- guidance sign page -------------------------------------------------------------------
+
+  var sign = {
+    init: function () {
+      var self = this;
+      this.root = byId("sign");
+      if (!this.root) return;
+      this.screenId = document.body.getAttribute("data-screen") || this.idFromPath();
+      this.tick();
+      window.setInterval(function () {
+        self.tick();
+      }, TICK_MS);
+      connect(document.body.getAttribute("data-stream"), {
+        screen: function (data) {
+          self.onScreen(data);
+        }
+      });
+    },
+
+    /** Fallback when the page was rendered before any content existed: /screens/<id>. */
+    idFromPath: function () {
+      var parts = window.location.pathname.split("/").filter(Boolean);
+      try {
+        return parts.length ? decodeURIComponent(parts[parts.length - 1]) : "";
+      } catch (err) {
+        return "";
+      }
+    },
+
+    onScreen: function (screen) {
+      if (!validId(screen.screen_id) || screen.screen_id !== this.screenId) return;
+      var rows = Array.isArray(screen.rows) ? screen.rows : [];
+      this.root.setAttribute("data-ts", typeof screen.ts === "string" ? screen.ts : "");
+      this.root.classList.remove("is-waiting");
+      if (typeof screen.name === "string") {
+        byId("sign-name").textContent = screen.name;
+        document.title = screen.name + " · ParkGate 智慧停车";
+      }
+      var list = byId("sign-rows");
+      clear(list);
+      rows.forEach(function (row) {
+        if (row && validId(row.lot_id)) list.appendChild(sign.renderRow(row));
+      });
+      list.style.setProperty("--rows", String(Math.max(rows.length, 1)));
+      this.tick();
+    },
+
+    renderRow: function (row) {
+      var full = row.full === true || toInt(row.free) === 0;
+      var node = el("div", "sign-row" + (full ? " is-full" : ""));
+      node.id = "row-" + row.lot_id;
+      node.setAttribute("data-lot", row.lot_id);
+      var arrow = arrowName(row.arrow);
+      var arrowNode = el("span", "arrow arrow-" + arrow, arrow === "none" ? "" : ARROWS[arrow]);
+      arrowNode.setAttribute("aria-hidden", "true");
+      node.appendChild(arrowNode);
+      node.appendChild(el("span", "label", typeof row.label === "string" ? row.label : row.lot_id));
+      var value = el("span", "value");
+      value.appendChild(el("span", "free", full ? "满" : toInt(row.free)));
+      value.appendChild(el("span", "updating", "数据更新中"));
+      node.appendChild(value);
+      return node;
+    },
+
+    tick: function () {
+      var now = Date.now();
+      var ts = this.root.getAttribute("data-ts");
+      var waiting = this.root.classList.contains("is-waiting");
+      var ageNode = byId("sign-age");
+      if (waiting) {
+        ageNode.textContent = "等待数据 · WAITING FOR DATA";
+      } else {
+        var parts = ageParts(now - parseTs(ts));
+        ageNode.textContent = "更新于 " + parts[0] + (parts[1] ? " · UPDATED " + parts[1].toUpperCase() : "");
+      }
+      this.root.classList.toggle("is-stale", !waiting && isStale(ts, now));
+      this.root.classList.remove("is-checking");
+    }
+  };
+
+  // ---- start --------------------------------------------------------------------------------
+
+  function start() {
+    var page = document.body && document.body.getAttribute("data-page");
+    if (page === "index") overview.init();
+    else if (page === "screen") sign.init();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+
+  return {
+    overview: overview,
+    sign: sign,
+    util: { parseTs: parseTs, ageParts: ageParts, level: level, isStale: isStale }
+  };
+})();
