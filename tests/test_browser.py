@@ -29,7 +29,9 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.integration,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (deploy/setup.sh --dev)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (deploy/setup.sh --dev)"
+    ),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
@@ -44,8 +46,13 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[tuple[str, M
             name="c1",
             database=f"sqlite:///{tmp_path / 'events.sqlite'}",
             mqtt=mqtt_settings,
-            lots=[LotConfig(id="L1", name="江汉路停车场", capacity=10), LotConfig(id="L2", name="汉街", capacity=5)],
-            screens=[ScreenConfig(id="S1", name="解放大道诱导屏", lots=[ScreenLot(lot_id="L1", arrow="left")])],
+            lots=[
+                LotConfig(id="L1", name="江汉路停车场", capacity=10),
+                LotConfig(id="L2", name="汉街", capacity=5),
+            ],
+            screens=[
+                ScreenConfig(id="S1", name="解放大道诱导屏", lots=[ScreenLot(lot_id="L1", arrow="left")])
+            ],
         )
     )
     collector.start()
@@ -83,7 +90,9 @@ def car_enters(settings: MqttSettings, seq: int) -> None:
     publish_raw(settings, Topics(settings.topic_root).gate_events("L1-in"), encode(event))
 
 
-def test_free_count_changes_live_without_reload(system: tuple[str, MqttSettings], page: sync_api.Page) -> None:
+def test_free_count_changes_live_without_reload(
+    system: tuple[str, MqttSettings], page: sync_api.Page
+) -> None:
     url, settings = system
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(url + "/")
