@@ -45,14 +45,16 @@ want=$(cat "$here/pyproject.toml" "$here/deploy/setup.sh" | sha256sum | cut -d' 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   log "virtualenv up to date"
 else
-  log "installing the project into $venv"
-  "$py" -m pip install -q --upgrade pip >/dev/null
+  log "installing the project into $venv (log: $venv/pip.log)"
   extras=""
   [ "$dev" = 1 ] && extras="[dev]"
-  "$py" -m pip install -q -e "$here$extras"
-  # rapidocr-onnxruntime pins the non-headless opencv-python; its real requirements are in
-  # pyproject.toml, so install it alone and keep opencv-python-headless.
-  "$py" -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4"
+  {
+    "$py" -m pip install --upgrade pip &&
+    "$py" -m pip install -e "$here$extras" &&
+    # rapidocr-onnxruntime pins the non-headless opencv-python; its real requirements are in
+    # pyproject.toml, so install it alone and keep opencv-python-headless.
+    "$py" -m pip install --no-deps "rapidocr-onnxruntime==1.4.4"
+  } > "$venv/pip.log" 2>&1 || { tail -30 "$venv/pip.log" >&2; log "pip install failed"; exit 1; }
   echo "$want" > "$stamp"
 fi
 "$py" -c 'import cv2, rapidocr_onnxruntime, pyzbar.pyzbar, paho.mqtt' || { log "import check failed"; exit 1; }
