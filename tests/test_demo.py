@@ -38,13 +38,26 @@ def availability(url: str) -> dict[str, tuple[int, int]]:
         return {lot["lot_id"]: (lot["free"], lot["capacity"]) for lot in json.load(resp)["lots"]}
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_demo_counts_cars_and_stops_every_child(tmp_path: Path, stop_signal: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("stop_signal", "photos"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)]
+)
+def test_demo_counts_cars_and_stops_every_child(
+    tmp_path: Path, stop_signal: signal.Signals, photos: bool, request: pytest.FixtureRequest
+) -> None:
     workdir = tmp_path / "demo"
     log = tmp_path / "demo.log"
+    extra: list[str] = []
+    if photos:  # real photos, linked (not copied) into a folder of their own
+        dataset = request.getfixturevalue("dataset")
+        folder = tmp_path / "photos"
+        folder.mkdir()
+        for name in ("scene_001.jpg", "scene_002.jpg", "scene_003.jpg", "scene_004.jpg"):
+            (folder / name).symlink_to(dataset / name)
+        extra = ["--photos", str(folder)]
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parkgate", "demo", "--lots", "2", "--interval", "1.5", "--workdir", str(workdir)],
+            [sys.executable, "-m", "parkgate", "demo", "--lots", "2", "--interval", "1.5", "--workdir", str(workdir)]
+            + extra,
             stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ, PARKGATE_LOG_LEVEL="WARNING"),
         )  # fmt: skip
     stderr = log.read_text  # read on failure
