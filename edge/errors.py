@@ -20,3 +20,7 @@ class SourceError(EdgeError, OSError):
 
 class EngineUnavailable(EdgeError, RuntimeError):
     """An OCR engine whose package is not installed; the message says how to install it."""
+
+
+class FontNotFoundError(EdgeError, RuntimeError):
+    """No font with Chinese glyphs is installed, so synthetic plates cannot be drawn."""

@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from edge.errors import FontNotFoundError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -64,10 +66,6 @@ _FONT_LOCK = threading.Lock()  # FreeType faces are not thread-safe; simulated g
 
 BGR = tuple[int, int, int]
 Box = tuple[int, int, int, int]
-
-
-class FontNotFoundError(RuntimeError):
-    """No font with Chinese glyphs is installed, so plates cannot be drawn."""
 
 
 # --------------------------------------------------------------------------- plate numbers

@@ -15,7 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge.errors import EdgeError
 from parkgate import __version__
+from parkgate.broker import BrokerError
 from parkgate.logs import setup_logging
 from parkgate.settings import ConfigError
 
@@ -175,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"parkgate {args.command}: {err}", file=sys.stderr)
         return EX_CONFIG
+    except (EdgeError, BrokerError) as err:  # a part that cannot start: say which, why
+        print(f"parkgate {args.command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -101,3 +101,74 @@ def test_link_stops_promptly_while_broker_is_down(
     elapsed = time.monotonic() - started
     outbox.close()
     assert elapsed < 10, f"stop took {elapsed:.1f} s with the broker down"
+
+
+def test_gate_status_is_retained_and_the_last_will_says_offline(
+    tmp_path: Path, mqtt_settings: MqttSettings
+) -> None:
+    """A real ``parkgate edge`` process announces itself online; killed with SIGKILL, the broker
+    publishes its retained last will: offline."""
+    import signal
+    import subprocess
+    import sys
+
+    from parkgate.demo import write_toml
+    from protocol import GateStatus, decode
+    from tests.mqtt_helpers import retained
+
+    config = write_toml(
+        tmp_path / "edge.toml",
+        {
+            "gate_id": "L1-in",
+            "lot_id": "L1",
+            "direction": "entry",
+            "outbox": tmp_path / "outbox.sqlite",
+            "mqtt": mqtt_settings.model_dump(exclude_none=True),
+            "camera": {"kind": "synthetic", "start_delay_s": 3600},
+            "simulation": {"enabled": True},
+        },
+    )
+    topic = Topics(mqtt_settings.topic_root).gate_status("L1-in")
+
+    def state() -> str | None:
+        payload = retained(mqtt_settings, topic, timeout=0.5)
+        return decode(GateStatus, payload).state if payload else None
+
+    proc = subprocess.Popen([sys.executable, "-m", "parkgate", "edge", "--config", str(config)])
+    try:
+        wait_until(lambda: state() == "online", timeout=60, what="online status")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: state() == "offline", what="last will")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_edge_with_a_missing_camera_folder_says_so(tmp_path: Path, mqtt_settings: MqttSettings) -> None:
+    import subprocess
+    import sys
+
+    from parkgate.demo import write_toml
+
+    config = write_toml(
+        tmp_path / "edge.toml",
+        {
+            "gate_id": "L1-in",
+            "lot_id": "L1",
+            "direction": "entry",
+            "outbox": tmp_path / "outbox.sqlite",
+            "mqtt": mqtt_settings.model_dump(exclude_none=True),
+            "camera": {"kind": "files", "path": tmp_path / "no-such-folder"},
+            "simulation": {"enabled": True},
+        },
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "parkgate", "edge", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "no-such-folder: no such file or folder" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -54,10 +54,21 @@ def test_demo_counts_cars_and_stops_every_child(
         for name in ("scene_001.jpg", "scene_002.jpg", "scene_003.jpg", "scene_004.jpg"):
             (folder / name).symlink_to(dataset / name)
         extra = ["--photos", str(folder)]
+    command = [
+        sys.executable,
+        "-m",
+        "parkgate",
+        "demo",
+        "--lots",
+        "2",
+        "--interval",
+        "1.5",
+        "--workdir",
+        str(workdir),
+    ]
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parkgate", "demo", "--lots", "2", "--interval", "1.5", "--workdir", str(workdir)]
-            + extra,
+            [*command, *extra],
             stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ, PARKGATE_LOG_LEVEL="WARNING"),
         )  # fmt: skip
     stderr = log.read_text  # read on failure
