@@ -5,6 +5,12 @@ transaction committed, and the collector keeps a persistent session, so events s
 is down or restarting wait in the broker. A payload that does not validate is counted by
 reason, logged with the offending field, acknowledged (so it is not redelivered forever) and
 dropped; the stream goes on.
+
+Per gate it keeps the contiguous run of sequence numbers stored and confirms it to the gate
+(retained ``gates/{id}/ack``, at most every ``ACK_INTERVAL_S``); the gate drops confirmed events
+from its outbox and re-sends what stays unconfirmed, so an event lost inside a crashing broker is
+sent again. A hole in the run is a gap: counted in the status; if the gate's heartbeat says its
+outbox no longer holds the missing events, they are recorded as unrecoverable.
 """
 
 from __future__ import annotations
@@ -19,15 +25,27 @@ import paho.mqtt.client as mqtt
 
 from cloud.availability import lot_availability, screen_content, screens_showing
 from cloud.config import CollectorConfig
-from cloud.events_store import EventStore
+from cloud.events_store import EventStore, Progress
 from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
-from protocol import CollectorStatus, GateEvent, PayloadError, Topics, decode, encode
+from protocol import (
+    CollectorStatus,
+    CommandResult,
+    GateAck,
+    GateEvent,
+    GateStatus,
+    LotLists,
+    PayloadError,
+    Topics,
+    decode,
+    encode,
+)
 from protocol.errors import TopicError
 from protocol.messages import utc_now
 
 logger = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 10.0
+ACK_INTERVAL_S = 0.2
 
 
 class Collector:
@@ -39,8 +57,12 @@ class Collector:
         self.stored = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
+        self.unrecoverable = 0
         self.connected = threading.Event()
         self._stop = threading.Event()
+        self._acks_due: dict[str, Progress] = {}
+        self._acks_lock = threading.Lock()
+        self._ack_thread = threading.Thread(target=self._ack_loop, name="acks", daemon=True)
         status_topic = self.topics.collector_status(cfg.name)
         self.client = make_client(
             cfg.mqtt,
@@ -55,6 +77,7 @@ class Collector:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         connect_async(self.client, self.cfg.mqtt, session_expiry_s=self.cfg.session_expiry_s)
+        self._ack_thread.start()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set. Publishes the collector's status every few seconds and
@@ -73,6 +96,8 @@ class Collector:
 
     def close(self) -> None:
         self._stop.set()
+        if self._ack_thread.is_alive():
+            self._ack_thread.join(2)
         if self.connected.is_set():
             publish_retained_and_wait(
                 self.client, self.topics.collector_status(self.cfg.name), encode(self._status("offline"))
@@ -90,7 +115,13 @@ class Collector:
             "connected to broker %s:%d (session %s)",
             self.cfg.mqtt.host, self.cfg.mqtt.port, "resumed" if flags.session_present else "new",
         )  # fmt: skip
-        client.subscribe(self.topics.all_gate_events(), qos=1)
+        client.subscribe(
+            [
+                (self.topics.all_gate_events(), 1),
+                (self.topics.all_gate_status(), 1),
+                (self.topics.all_gate_results(), 1),
+            ]
+        )
         self.connected.set()
         self._publish_all()
         self._publish_status()
@@ -101,8 +132,14 @@ class Collector:
             logger.warning("disconnected from broker: %s", reason_text(rc))
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        kind = msg.topic.rsplit("/", 1)[-1]
         try:
-            self.handle(msg.topic, msg.payload)
+            if kind == "events":
+                self.handle(msg.topic, msg.payload)
+            elif kind == "status":
+                self._take_status(msg.topic, msg.payload)
+            elif kind == "results":
+                self._take_result(msg.topic, msg.payload)
         except Exception:  # a database outage: leave unacknowledged so the broker redelivers
             logger.exception("could not store message on %s; it stays unacknowledged", msg.topic)
             return
@@ -116,19 +153,65 @@ class Collector:
             if self.topics.gate_id_of(topic) != ev.gate_id:
                 raise PayloadError("gate_mismatch", f"gate_id {ev.gate_id!r} published on {topic!r}")
         except (PayloadError, TopicError) as err:
-            reason = getattr(err, "reason", "topic")
-            self.rejected[reason] += 1
-            logger.warning("rejected payload on %s (%s): %s", topic, reason, err)
+            self._reject(topic, err)
             return None
-        stored, lot = self.store.record(ev)
-        if not stored:
+        recorded = self.store.record(ev)
+        if recorded.progress is not None:
+            self._ack_due(recorded.progress)  # a repeat is confirmed again: the gate may have missed it
+        if not recorded.stored:
             self.duplicates += 1
             logger.debug("duplicate event %s from %s ignored", ev.id, ev.gate_id)
             return None
         self.stored += 1
-        if lot is not None:
-            self._publish_lot(lot.id)
+        if recorded.lot is not None:
+            self._publish_lot(recorded.lot.id)
         return ev
+
+    def _reject(self, topic: str, err: PayloadError | TopicError) -> None:
+        reason = getattr(err, "reason", "topic")
+        self.rejected[reason] += 1
+        logger.warning("rejected payload on %s (%s): %s", topic, reason, err)
+
+    def _take_status(self, topic: str, payload: bytes | bytearray) -> None:
+        """A gate's heartbeat says which events its outbox still holds: a hole before that is final."""
+        try:
+            status = decode(GateStatus, payload)
+        except PayloadError as err:
+            self._reject(topic, err)
+            return
+        if status.state != "online" or status.epoch is None or status.outbox_first_seq is None:
+            return
+        progress, lost = self.store.note_first_seq(status.gate_id, status.epoch, status.outbox_first_seq)
+        if lost:
+            self.unrecoverable += lost
+            logger.error(
+                "gate %s no longer holds %d events that never arrived (gap recorded)", status.gate_id, lost
+            )
+        self._ack_due(progress)
+
+    def _take_result(self, topic: str, payload: bytes | bytearray) -> None:
+        try:
+            result = decode(CommandResult, payload)
+        except PayloadError as err:
+            self._reject(topic, err)
+            return
+        log = logger.info if result.result == "done" else logger.warning
+        log("gate %s: command %s %s (%s)", result.gate_id, result.command_id, result.result, result.reason)
+
+    # -- confirmations to gates ----------------------------------------------------------------
+    def _ack_due(self, progress: Progress) -> None:
+        with self._acks_lock:
+            self._acks_due[progress.gate_id] = progress
+
+    def _ack_loop(self) -> None:
+        while not self._stop.wait(ACK_INTERVAL_S):
+            if not self.connected.is_set():
+                continue
+            with self._acks_lock:
+                due, self._acks_due = self._acks_due, {}
+            for p in due.values():
+                ack = GateAck(gate_id=p.gate_id, epoch=p.epoch, upto=p.upto, ts=utc_now())
+                self._publish(self.topics.gate_ack(p.gate_id), encode(ack))
 
     def _publish_lot(self, lot_id: str) -> None:
         lots = {lot.id: lot for lot in self.store.lots()}
@@ -140,6 +223,9 @@ class Collector:
         lots = {lot.id: lot for lot in self.store.lots()}
         for lot in lots.values():
             self._publish(self.topics.lot_availability(lot.id), encode(lot_availability(lot)))
+        for cfg in self.cfg.lots:
+            lists = LotLists(lot_id=cfg.id, ts=utc_now(), allow=cfg.allow, deny=cfg.deny, locked=cfg.locked)
+            self._publish(self.topics.lot_lists(cfg.id), encode(lists))
         for screen in self.cfg.screens:
             self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
 
@@ -158,4 +244,6 @@ class Collector:
             stored=self.stored,
             duplicates=self.duplicates,
             rejected=dict(self.rejected),
+            gaps_open=sum(p.gap for p in self.store.all_progress()) if state == "online" else 0,
+            unrecoverable=self.unrecoverable,
         )

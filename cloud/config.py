@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from parkgate.settings import MqttSettings, StrictModel
-from protocol.messages import Id
+from protocol.messages import Id, Plate
 
 STATUS_MIN_S = 10.0  # the collector's status tick; re-publishing cannot be more frequent
 
@@ -37,6 +37,11 @@ class LotConfig(StrictModel):
     capacity: int = Field(ge=0, le=100_000, description="number of spaces")
     lat: float | None = Field(None, ge=-90, le=90, description="latitude of the entrance")
     lon: float | None = Field(None, ge=-180, le=180, description="longitude of the entrance")
+    allow: list[Plate] = Field(
+        default_factory=list, description="plates admitted even when full (sent to gates)"
+    )
+    deny: list[Plate] = Field(default_factory=list, description="plates never admitted (sent to gates)")
+    locked: list[Plate] = Field(default_factory=list, description="plates locked out (sent to gates)")
 
 
 class ScreenLot(StrictModel):

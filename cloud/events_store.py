@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Float, Integer, String, create_engine, event, func, select
+from sqlalchemy import DateTime, Float, Index, Integer, String, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -29,10 +29,12 @@ class Base(DeclarativeBase):
 
 class EventRow(Base):
     __tablename__ = "events"
+    __table_args__ = (Index("events_gate_epoch_seq", "gate_id", "epoch", "seq"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(40))
     seq: Mapped[int] = mapped_column(Integer)
-    gate_id: Mapped[str] = mapped_column(String(64), index=True)
+    gate_id: Mapped[str] = mapped_column(String(64))
     lot_id: Mapped[str] = mapped_column(String(64), index=True)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     direction: Mapped[str] = mapped_column(String(8))
@@ -53,6 +55,30 @@ class LotRow(Base):
     last_event_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class GateProgressRow(Base):
+    """Per gate: the outbox epoch seen last and the contiguous run of its events stored."""
+
+    __tablename__ = "gate_progress"
+
+    gate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(40))
+    upto: Mapped[int] = mapped_column(Integer, default=0)  # every seq <= upto is stored
+    max_seq: Mapped[int] = mapped_column(Integer, default=0)
+    unrecoverable: Mapped[int] = mapped_column(Integer, default=0)  # events the gate no longer holds
+
+
+@dataclass(frozen=True)
+class Progress:
+    gate_id: str
+    epoch: str
+    upto: int
+    max_seq: int
+
+    @property
+    def gap(self) -> bool:
+        return self.max_seq > self.upto
+
+
 @dataclass(frozen=True)
 class LotState:
     id: str
@@ -64,6 +90,15 @@ class LotState:
     @property
     def free(self) -> int:
         return max(self.capacity - self.occupied, 0)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What storing one event did."""
+
+    stored: bool  # False: a repeat of an event already stored
+    lot: LotState | None  # the lot after the change (None for a repeat or an unknown lot)
+    progress: Progress | None  # the gate's contiguous run after it
 
 
 def _state(row: LotRow) -> LotState:
@@ -106,8 +141,9 @@ class EventStore:
                     row.name, row.capacity = lot.name, lot.capacity
                     row.occupied = min(row.occupied, lot.capacity)
 
-    def record(self, ev: GateEvent) -> tuple[bool, LotState | None]:
-        """Store ``ev`` once. Returns (stored, lot after the change); stored is False for a repeat."""
+    def record(self, ev: GateEvent) -> Recorded:
+        """Store ``ev`` once, count it, and advance its gate's contiguous run, in one transaction.
+        A repeat (same id) changes nothing and reports ``stored=False``."""
         with Session(self.engine) as s:
             try:
                 with s.begin():
@@ -120,11 +156,70 @@ class EventStore:
                     if lot is not None and (lot.last_event_ts is None or _aware(lot.last_event_ts) < ev.ts):
                         lot.last_event_ts = ev.ts
                     state = _state(lot) if lot is not None else None
+                    progress = self._advance(s, ev.gate_id, ev.epoch, ev.seq)
             except IntegrityError:
-                return False, None
+                return Recorded(False, None, self.progress(ev.gate_id))
         if state is None:
             logger.warning("event %s is for unknown lot %s: stored, not counted", ev.id, ev.lot_id)
-        return True, state
+        return Recorded(True, state, progress)
+
+    def _advance(self, s: Session, gate_id: str, epoch: str, seq: int, floor: int = 0) -> Progress:
+        """Move the gate's ``upto`` over every stored contiguous sequence number (gap detection)."""
+        row = s.get(GateProgressRow, gate_id, with_for_update=True)
+        if row is None:
+            row = GateProgressRow(gate_id=gate_id, epoch=epoch, upto=0, max_seq=0, unrecoverable=0)
+            s.add(row)
+        elif row.epoch != epoch:
+            logger.warning("gate %s has a new outbox (epoch %s after %s)", gate_id, epoch, row.epoch)
+            row.epoch, row.upto, row.max_seq = epoch, 0, 0
+        row.max_seq = max(row.max_seq, seq)
+        if floor > row.upto + 1:  # the gate no longer holds these: record the hole, move past it
+            stored_between = s.scalars(
+                select(func.count()).where(
+                    EventRow.gate_id == gate_id,
+                    EventRow.epoch == epoch,
+                    EventRow.seq > row.upto,
+                    EventRow.seq < floor,
+                )
+            ).one()
+            row.unrecoverable += floor - 1 - row.upto - stored_between
+            row.upto = floor - 1
+        while row.upto < row.max_seq:
+            following = s.scalars(
+                select(EventRow.seq)
+                .where(EventRow.gate_id == gate_id, EventRow.epoch == epoch, EventRow.seq > row.upto)
+                .order_by(EventRow.seq)
+                .limit(1000)
+            ).all()
+            run = 0
+            for n, value in enumerate(following, start=1):
+                if value != row.upto + n:
+                    break
+                run = n
+            row.upto += run
+            if run < 1000:
+                break
+        return Progress(gate_id, epoch, row.upto, row.max_seq)
+
+    def note_first_seq(self, gate_id: str, epoch: str, first_seq: int) -> tuple[Progress, int]:
+        """The gate says its outbox starts at ``first_seq``: anything before it that is not stored
+        will never come. Returns the progress and how many events were given up for lost now."""
+        with Session(self.engine) as s, s.begin():
+            row = s.get(GateProgressRow, gate_id)
+            before = row.unrecoverable if row is not None and row.epoch == epoch else 0
+            progress = self._advance(s, gate_id, epoch, first_seq - 1, floor=first_seq)
+            after = s.get(GateProgressRow, gate_id).unrecoverable  # type: ignore[union-attr]
+        return progress, after - before
+
+    def progress(self, gate_id: str) -> Progress | None:
+        with Session(self.engine) as s:
+            row = s.get(GateProgressRow, gate_id)
+            return Progress(row.gate_id, row.epoch, row.upto, row.max_seq) if row else None
+
+    def all_progress(self) -> list[Progress]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(GateProgressRow)).all()
+            return [Progress(r.gate_id, r.epoch, r.upto, r.max_seq) for r in rows]
 
     def lots(self) -> list[LotState]:
         with Session(self.engine) as s:
@@ -153,6 +248,7 @@ def _aware(ts: datetime) -> datetime:
 def _row(ev: GateEvent) -> EventRow:
     return EventRow(
         id=ev.id,
+        epoch=ev.epoch,
         seq=ev.seq,
         gate_id=ev.gate_id,
         lot_id=ev.lot_id,

@@ -120,6 +120,7 @@ class EdgeNode:
         def build(seq: int) -> tuple[str, str, bytes]:
             event = GateEvent(
                 id=str(ULID()),
+                epoch=self.outbox.epoch,
                 seq=seq,
                 ts=utc_now(),
                 lot_id=self.cfg.lot_id,

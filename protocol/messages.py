@@ -26,6 +26,13 @@ Plate = Annotated[
 EventId = Annotated[
     str, Field(pattern=r"^[0-9A-Za-z_-]{16,40}$", description="unique id made at the edge (ULID)")
 ]
+Epoch = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9A-Za-z_-]{8,40}$",
+        description="id of the gate's outbox; sequence numbers count within it",
+    ),
+]
 
 
 def _aware_utc(value: datetime) -> datetime:
@@ -80,7 +87,8 @@ class GateEvent(_Message):
 
     type: Literal["vehicle"] = "vehicle"
     id: EventId
-    seq: int = Field(ge=1, description="the gate's monotonically increasing sequence number")
+    epoch: Epoch
+    seq: int = Field(ge=1, description="the gate's monotonically increasing sequence number within its epoch")
     ts: Timestamp
     lot_id: Id
     gate_id: Id
@@ -97,14 +105,97 @@ class GateEvent(_Message):
 
 
 class GateStatus(_Message):
-    """Retained online/offline state of a gate node (also its last will)."""
+    """Retained state of a gate node: "offline" is its last will; while online it is re-published
+    as a heartbeat with the node's health."""
 
     gate_id: Id
     lot_id: Id
     state: Literal["online", "offline"]
     ts: Timestamp
+    mode: str | None = Field(
+        None, max_length=16, description="operating mode: normal, free_exit, closed, lockdown"
+    )
     barrier: str | None = Field(None, max_length=32, description="barrier state when online")
-    backlog: int | None = Field(None, ge=0, description="events waiting in the outbox")
+    backlog: int | None = Field(None, ge=0, description="events in the outbox not yet confirmed stored")
+    backlog_age_s: float | None = Field(None, ge=0, description="age of the oldest of them")
+    outbox_first_seq: int | None = Field(
+        None, ge=1, description="oldest sequence number the outbox still holds"
+    )
+    epoch: Epoch | None = None
+    dropped: int | None = Field(
+        None, ge=0, description="events dropped because the outbox was full (an alarm)"
+    )
+    camera: Literal["ok", "down", "idle"] | None = None
+    fps: float | None = Field(None, ge=0)
+    last_read_ts: Timestamp | None = None
+    cpu_temp_c: float | None = None
+    disk_free_mb: float | None = Field(None, ge=0)
+
+
+class GateAck(_Message):
+    """Retained confirmation from the collector: every event of ``epoch`` up to ``upto`` is stored.
+    The gate deletes those from its outbox; anything later it will publish again if needed."""
+
+    gate_id: Id
+    epoch: Epoch
+    upto: int = Field(ge=0)
+    ts: Timestamp
+
+
+class CommandName(StrEnum):
+    OPEN = "open"  # lift the barrier once
+    SET_MODE = "set_mode"
+    RELOAD_LISTS = "reload_lists"
+
+
+class GateMode(StrEnum):
+    NORMAL = "normal"
+    FREE_EXIT = "free_exit"  # exits open without a read (already the rule) and entries as usual
+    CLOSED = "closed"  # lot closed: entries refused, exits open
+    LOCKDOWN = "lockdown"  # nothing opens automatically, exits included; remote "open" still works
+
+
+class GateCommand(_Message):
+    """A remote command to one gate. Past ``expires_at`` it is refused, however late it arrives."""
+
+    id: EventId
+    gate_id: Id
+    command: CommandName
+    issuer: str = Field(min_length=1, max_length=64, description="who asked (operator or service)")
+    ts: Timestamp
+    expires_at: Timestamp
+    reason: str = Field("", max_length=200)
+    mode: GateMode | None = Field(None, description="for set_mode")
+
+    @model_validator(mode="after")
+    def _shape(self) -> GateCommand:
+        if self.command is CommandName.SET_MODE and self.mode is None:
+            raise ValueError("set_mode needs mode")
+        if self.expires_at <= self.ts:
+            raise ValueError("expires_at must be after ts")
+        return self
+
+
+class CommandResult(_Message):
+    """The gate's answer to a command (published under the gate's own prefix)."""
+
+    command_id: str = Field(max_length=64)
+    gate_id: Id
+    ts: Timestamp
+    result: Literal["done", "refused"]
+    reason: str = Field(
+        max_length=200, description="why refused (expired, invalid, unknown, ...), or what was done"
+    )
+
+
+class LotLists(_Message):
+    """Retained allow/deny/lock lists of a lot; gates keep the last copy on disk and decide from it offline."""
+
+    lot_id: Id
+    ts: Timestamp
+    allow: list[Plate] = Field(default_factory=list, max_length=100_000)
+    deny: list[Plate] = Field(default_factory=list, max_length=100_000)
+    locked: list[Plate] = Field(default_factory=list, max_length=100_000)
 
 
 class LotAvailability(_Message):
@@ -154,6 +245,10 @@ class CollectorStatus(_Message):
     stored: int = Field(0, ge=0)
     duplicates: int = Field(0, ge=0)
     rejected: dict[str, int] = Field(default_factory=dict)
+    gaps_open: int = Field(0, ge=0, description="gates with a hole in their stored sequence numbers")
+    unrecoverable: int = Field(
+        0, ge=0, description="events given up for lost (the gate no longer holds them)"
+    )
 
 
 M = TypeVar("M", bound=BaseModel)

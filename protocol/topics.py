@@ -4,8 +4,11 @@ Layout (``root`` defaults to ``parkgate``; tests use a unique root per test)::
 
     {root}/v1/gates/{gate_id}/events        edge -> cloud   GateEvent, QoS 1
     {root}/v1/gates/{gate_id}/status        edge -> all     GateStatus, retained, last will "offline"
-    {root}/v1/gates/{gate_id}/commands      cloud -> edge   (remote commands)
+    {root}/v1/gates/{gate_id}/commands      cloud -> edge   GateCommand, QoS 1
+    {root}/v1/gates/{gate_id}/results       edge -> cloud   CommandResult, QoS 1
+    {root}/v1/gates/{gate_id}/ack           cloud -> edge   GateAck, retained (stored up to seq N)
     {root}/v1/lots/{lot_id}/availability    cloud -> all    LotAvailability, retained
+    {root}/v1/lots/{lot_id}/lists           cloud -> edge   LotLists, retained
     {root}/v1/screens/{screen_id}           cloud -> signs  ScreenContent, retained
     {root}/v1/collectors/{name}/status      cloud -> all    CollectorStatus, retained
 
@@ -59,6 +62,15 @@ class Topics:
     def gate_commands(self, gate_id: str) -> str:
         return f"{self.gate_prefix(gate_id)}/commands"
 
+    def gate_results(self, gate_id: str) -> str:
+        return f"{self.gate_prefix(gate_id)}/results"
+
+    def gate_ack(self, gate_id: str) -> str:
+        return f"{self.gate_prefix(gate_id)}/ack"
+
+    def all_gate_results(self) -> str:
+        return f"{self.base}/gates/+/results"
+
     def all_gate_events(self) -> str:
         return f"{self.base}/gates/+/events"
 
@@ -68,6 +80,9 @@ class Topics:
     # -- lots, screens, collectors --------------------------------------------------------------
     def lot_availability(self, lot_id: str) -> str:
         return f"{self.base}/lots/{check_id(lot_id, 'lot id')}/availability"
+
+    def lot_lists(self, lot_id: str) -> str:
+        return f"{self.base}/lots/{check_id(lot_id, 'lot id')}/lists"
 
     def all_lot_availability(self) -> str:
         return f"{self.base}/lots/+/availability"

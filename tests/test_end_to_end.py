@@ -139,7 +139,7 @@ def test_bad_payload_is_counted_and_stream_goes_on(
     topics = Topics(mqtt_settings.topic_root)
     publish_raw(mqtt_settings, topics.gate_events("L1-in"), payload)
     good = GateEvent(
-        id="01JABCDEFGHJKMNPQRSTVWXYZ0", seq=1, ts=utc_now(), lot_id="L1", gate_id="L1-in",
+        epoch="TESTEPOCH01", id="01JABCDEFGHJKMNPQRSTVWXYZ0", seq=1, ts=utc_now(), lot_id="L1", gate_id="L1-in",
         direction=Direction.ENTRY, plate="鄂A12345", confidence=0.9,
         decision=Decision(action=Action.OPEN, reason=Reason.SPACE_FREE),
     )  # fmt: skip
@@ -153,7 +153,7 @@ def test_event_published_under_another_gates_topic_is_refused(
     mqtt_settings: MqttSettings, collector: Collector
 ) -> None:
     forged = GateEvent(
-        id="01JABCDEFGHJKMNPQRSTVWXYZ1", seq=1, ts=utc_now(), lot_id="L1", gate_id="L1-in",
+        epoch="TESTEPOCH01", id="01JABCDEFGHJKMNPQRSTVWXYZ1", seq=1, ts=utc_now(), lot_id="L1", gate_id="L1-in",
         direction=Direction.EXIT, decision=Decision(action=Action.OPEN, reason=Reason.EXIT),
     )  # fmt: skip
     publish_raw(mqtt_settings, Topics(mqtt_settings.topic_root).gate_events("L9-out"), encode(forged))

@@ -27,6 +27,7 @@ def event(**overrides: object) -> dict[str, object]:
         "v": 1,
         "type": "vehicle",
         "id": "01JD5X7Q3R8M2N4P6S9T0V1W2X",
+        "epoch": "01JD5X00000000000000000000",
         "seq": 7,
         "ts": "2026-11-26T10:00:00+08:00",
         "lot_id": "L01",
