@@ -85,7 +85,8 @@ def page() -> Iterator[sync_api.Page]:
 def car_enters(settings: MqttSettings, seq: int) -> None:
     event = GateEvent(
         epoch="TESTEPOCH01", id=str(ULID()), seq=seq, ts=utc_now(), lot_id="L1", gate_id="L1-in",
-        direction=Direction.ENTRY, plate="鄂A12345", confidence=0.95, decision=Decision(action=Action.OPEN, reason=Reason.SPACE_FREE),
+        direction=Direction.ENTRY, plate="鄂A12345", confidence=0.95,
+        decision=Decision(action=Action.OPEN, reason=Reason.SPACE_FREE),
     )  # fmt: skip
     publish_raw(settings, Topics(settings.topic_root).gate_events("L1-in"), encode(event))
 
