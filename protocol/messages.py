@@ -67,6 +67,9 @@ class Reason(StrEnum):
     DENY_LISTED = "deny_listed"  # refused, plate on the deny list
     EXIT = "exit"  # exits always open
     NO_PLATE_READ = "no_plate_read"  # vehicle present, no plate read; policy decides
+    LOCKED = "locked"  # refused, plate on the lot's lock list (e.g. a repeat intruder)
+    LOT_CLOSED = "lot_closed"  # mode "closed": entries refused
+    LOCKDOWN = "lockdown"  # mode "lockdown": nothing opens by itself
 
 
 class _Message(BaseModel):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from edge.decision import Policy, decide
-from protocol import Action, Direction, Reason
+from protocol import Action, Direction, GateMode, Reason
 
-POLICY = Policy(allow=frozenset({"鄂A00001"}), deny=frozenset({"鄂A66666"}))
+POLICY = Policy(allow=frozenset({"鄂A00001"}), deny=frozenset({"鄂A66666"}), locked=frozenset({"鄂A77777"}))
+CLOSED = Policy(mode=GateMode.CLOSED, allow=frozenset({"鄂A00001"}))
+LOCKDOWN = Policy(mode=GateMode.LOCKDOWN)
 E, X = Direction.ENTRY, Direction.EXIT
 
 
@@ -24,6 +26,11 @@ E, X = Direction.ENTRY, Direction.EXIT
         (E, None, 0, Policy(open_without_plate=True), (Action.DENY, Reason.LOT_FULL)),
         (X, "鄂A66666", 0, POLICY, (Action.OPEN, Reason.EXIT)),  # never trap a car inside
         (X, None, None, POLICY, (Action.OPEN, Reason.EXIT)),
+        (E, "鄂A77777", 5, POLICY, (Action.DENY, Reason.LOCKED)),
+        (E, "鄂A00001", 5, CLOSED, (Action.DENY, Reason.LOT_CLOSED)),  # closed beats the allow list
+        (X, "鄂A12345", 5, CLOSED, (Action.OPEN, Reason.EXIT)),
+        (E, "鄂A00001", 5, LOCKDOWN, (Action.DENY, Reason.LOCKDOWN)),
+        (X, "鄂A12345", 5, LOCKDOWN, (Action.DENY, Reason.LOCKDOWN)),
     ],
 )
 def test_decide(
