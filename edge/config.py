@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gate_firmware.config import GateConfig
 from parkgate.settings import MqttSettings, StrictModel
@@ -57,13 +57,22 @@ class SyntheticCamera(StrictModel):
     interval_s: float = Field(4.0, gt=0, le=3600, description="mean pause between vehicles")
     start_delay_s: float = Field(0.0, ge=0, le=3600, description="wait before the first vehicle")
     green_share: float = Field(0.15, ge=0, le=1, description="share of new-energy (green) plates")
+    render: bool = Field(
+        True,
+        description="draw frames; false yields only the known plate (fault benchmarks, with ocr.engine = 'truth')",
+    )
+    count: int | None = Field(None, ge=1, description="stop after this many vehicles (default: never)")
 
 
 Camera = Annotated[FilesCamera | DeviceCamera | SyntheticCamera, Field(discriminator="kind")]
 
 
 class OcrSettings(StrictModel):
-    engine: str = Field("rapidocr", description="OCR engine: rapidocr (default) or easyocr")
+    engine: str = Field(
+        "rapidocr",
+        description="OCR engine: rapidocr (default), easyocr, or truth (simulation only: take the plate the "
+        "synthetic camera says it shows, for benchmarks where reading is not the subject)",
+    )
     threads: int = Field(0, ge=0, le=16, description="inference threads; 0 = runtime default")
     min_confidence: float = Field(0.6, ge=0, le=1, description="reads below this count as no plate")
 
@@ -80,6 +89,23 @@ class SimulationSettings(StrictModel):
 
     enabled: bool = Field(False, description="use MockFactory pins and simulate vehicles on the loop")
     drive_s: float = Field(1.0, gt=0, le=60, description="time a vehicle spends on the loop")
+    vehicles: bool = Field(True, description="drive a simulated vehicle through after each opening")
+
+
+class LinkSettings(StrictModel):
+    """How the node talks to the cloud (see edge/mqtt_link.py)."""
+
+    heartbeat_s: float = Field(30.0, ge=1, le=3600, description="status heartbeat interval")
+    drain_rate: float = Field(500.0, gt=0, le=100_000, description="events/s at most when draining a backlog")
+    confirm_timeout_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600,
+        description="publish again events the collector has not confirmed after this long",
+    )
+    outbox_max_events: int = Field(
+        1_000_000, ge=100, description="outbox bound; beyond it the oldest events are dropped with an alarm"
+    )
 
 
 class EdgeConfig(StrictModel):
@@ -93,3 +119,12 @@ class EdgeConfig(StrictModel):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     gate: GateConfig = Field(default_factory=GateConfig)
     simulation: SimulationSettings = Field(default_factory=SimulationSettings)
+    link: LinkSettings = Field(default_factory=LinkSettings)
+
+    @model_validator(mode="after")
+    def _truth_needs_simulation(self) -> EdgeConfig:
+        if self.ocr.engine == "truth" and not (
+            self.simulation.enabled and isinstance(self.camera, SyntheticCamera)
+        ):
+            raise ValueError("ocr.engine 'truth' is only for simulation with a synthetic camera")
+        return self

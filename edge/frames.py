@@ -122,7 +122,8 @@ class SyntheticSource(FrameSource):
     def __init__(self, cfg: SyntheticCamera) -> None:
         from edge import synthetic  # needs the CJK font; imported only when used
 
-        synthetic.render_plate("京A00000")  # fail at start, not at the first car, if the font is missing
+        if cfg.render:  # fail at start, not at the first car, if the font is missing
+            synthetic.render_plate("京A00000")
         self.cfg = cfg
         self.name = f"synthetic:{cfg.seed}"
         self._synthetic = synthetic
@@ -133,9 +134,9 @@ class SyntheticSource(FrameSource):
         if stop.wait(self.cfg.start_delay_s):
             return
         n = 0
-        while not stop.is_set():
+        while not stop.is_set() and (self.cfg.count is None or n < self.cfg.count):
             plate = self._synthetic.random_plate(plates, green_share=self.cfg.green_share)
-            image, _box = self._synthetic.render_vehicle_frame(plate, scene)
+            image = self._synthetic.render_vehicle_frame(plate, scene)[0] if self.cfg.render else None
             n += 1
             yield Frame(source=f"{self.name}#{n}", ts=time.time(), image=image, truth=plate)
             if stop.wait(scene.expovariate(1.0 / self.cfg.interval_s)):
