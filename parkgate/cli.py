@@ -80,6 +80,17 @@ def _bench_plates(args: argparse.Namespace) -> int:
     return run(args.folder, manifest, args.engine or ["rapidocr"], threads=args.threads)
 
 
+def _bench_faults(args: argparse.Namespace) -> int:
+    from bench.faults import SCENARIOS, run
+
+    scenarios = args.scenario or list(SCENARIOS)
+    runs = {"broker_kill": args.broker_kills, "edge_kill": args.edge_kills, "network_cut": 1,
+            "collector_kill": args.collector_kills}  # fmt: skip
+    return run(
+        scenarios, runs=runs, gates=args.gates, rate=args.rate, cut_events=args.cut_events, seed=args.seed
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     from parkgate.demo import run_demo
 
@@ -166,6 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="inference threads (default: runtime's choice)"
     )
     bplates.set_defaults(func=_bench_plates)
+
+    bfaults = bench_sub.add_parser(
+        "faults",
+        help="kill the broker, edges and collector, cut the network; count lost and duplicated events",
+        description="Runs real Mosquitto, collector and edge processes (simulation mode), breaks one part again and "
+        "again while events flow, then prints per scenario one JSON line {scenario, runs, events, stored, lost, "
+        "duplicated, occupancy_error, seconds, drain_rate, write_rate}. Exits 1 if anything was lost or duplicated.",
+    )
+    bfaults.add_argument("--scenario", action="append", choices=["broker_kill", "edge_kill", "network_cut",
+                         "collector_kill"], help="run only this scenario (repeatable; default all)")  # fmt: skip
+    bfaults.add_argument("--broker-kills", type=int, default=20, help="broker SIGKILLs (default 20)")
+    bfaults.add_argument("--edge-kills", type=int, default=100, help="edge SIGKILLs (default 100)")
+    bfaults.add_argument("--collector-kills", type=int, default=20, help="collector SIGKILLs (default 20)")
+    bfaults.add_argument(
+        "--cut-events", type=int, default=10_000, help="events made while the network is cut"
+    )
+    bfaults.add_argument("--gates", type=int, default=2, help="edge processes (default 2)")
+    bfaults.add_argument("--rate", type=float, default=200.0, help="events/s per gate (default 200)")
+    bfaults.add_argument("--seed", type=int, default=1, help="seed for the random fault timing")
+    bfaults.set_defaults(func=_bench_faults)
     return parser
 
 
