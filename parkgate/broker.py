@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -128,3 +129,58 @@ class Mosquitto:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def set_directives(text: str, values: Mapping[str, str]) -> str:
+    """A mosquitto.conf ``text`` with the value of each directive in ``values`` replaced.
+
+    Each named directive must appear exactly once, uncommented; otherwise BrokerError, so a config
+    that drifts from what the caller rewrites fails loudly instead of running with a production path.
+    """
+    lines = text.splitlines()
+    found = dict.fromkeys(values, 0)
+    for i, line in enumerate(lines):
+        words = line.split(None, 1)
+        if words and words[0] in values:
+            lines[i] = f"{words[0]} {values[words[0]]}"
+            found[words[0]] += 1
+    wrong = [f"{key} ({n} times)" for key, n in found.items() if n != 1]
+    if wrong:
+        raise BrokerError(f"config must set each of these once, uncommented: {', '.join(wrong)}")
+    return "\n".join(lines) + "\n"
+
+
+class SecureMosquitto(Mosquitto):
+    """Mosquitto running a production config file on a free loopback port, with files from a folder.
+
+    ``config`` is used as written (TLS, ``allow_anonymous false``, password file, ACL) except for
+    the directives that name the port, the OS user and the persistence folder, and those in
+    ``files`` (for example ``cafile``, ``certfile``, ``keyfile``, ``password_file``, ``acl_file``),
+    which point at the given paths. Used by tests/test_broker_security.py with
+    deploy/mosquitto/mosquitto.conf.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: Path,
+        files: Mapping[str, Path],
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__(workdir, port=port, host=host)
+        self.source = Path(config)
+        self.files = dict(files)
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        values = {
+            "listener": f"{self.port} {self.host}",
+            "user": getpass.getuser(),
+            "persistence_location": f"{self.workdir.resolve()}/",
+            **{key: str(Path(path).resolve()) for key, path in self.files.items()},
+        }
+        text = self.source.read_text(encoding="utf-8")
+        self.conf.write_text(set_directives(text, values), encoding="utf-8")
+        return self.conf
