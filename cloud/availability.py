@@ -37,7 +37,3 @@ def screen_content(screen: ScreenConfig, lots: Mapping[str, LotState]) -> Screen
             )
         )
     return ScreenContent(screen_id=screen.id, name=screen.name, ts=utc_now(), rows=rows)
-
-
-def screens_showing(screens: list[ScreenConfig], lot_id: str) -> list[ScreenConfig]:
-    return [s for s in screens if any(item.lot_id == lot_id for item in s.lots)]

@@ -16,16 +16,18 @@ outbox no longer holds the missing events, they are recorded as unrecoverable.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 
-from cloud.availability import lot_availability, screen_content, screens_showing
+from cloud.availability import lot_availability, screen_content
 from cloud.config import CollectorConfig
-from cloud.events_store import EventStore, Progress
+from cloud.events_store import EventStore, LotState, Progress
 from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
 from protocol import (
     CollectorStatus,
@@ -46,6 +48,18 @@ logger = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 10.0
 ACK_INTERVAL_S = 0.2
+BATCH_MAX = 2000  # messages written in one transaction
+BATCH_WAIT_S = 0.01  # how long a batch waits to fill once it has its first message
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message as received; ``mid`` None for one handed in directly (no broker to acknowledge)."""
+
+    topic: str
+    payload: bytes
+    mid: int | None
+    qos: int
 
 
 class Collector:
@@ -63,6 +77,8 @@ class Collector:
         self._acks_due: dict[str, Progress] = {}
         self._acks_lock = threading.Lock()
         self._ack_thread = threading.Thread(target=self._ack_loop, name="acks", daemon=True)
+        self._inbox: queue.Queue[Inbound] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         status_topic = self.topics.collector_status(cfg.name)
         self.client = make_client(
             cfg.mqtt,
@@ -78,6 +94,7 @@ class Collector:
     def start(self) -> None:
         connect_async(self.client, self.cfg.mqtt, session_expiry_s=self.cfg.session_expiry_s)
         self._ack_thread.start()
+        self._writer.start()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set. Publishes the collector's status every few seconds and
@@ -96,8 +113,9 @@ class Collector:
 
     def close(self) -> None:
         self._stop.set()
-        if self._ack_thread.is_alive():
-            self._ack_thread.join(2)
+        for thread in (self._writer, self._ack_thread):
+            if thread.is_alive():
+                thread.join(5)
         if self.connected.is_set():
             publish_retained_and_wait(
                 self.client, self.topics.collector_status(self.cfg.name), encode(self._status("offline"))
@@ -115,13 +133,14 @@ class Collector:
             "connected to broker %s:%d (session %s)",
             self.cfg.mqtt.host, self.cfg.mqtt.port, "resumed" if flags.session_present else "new",
         )  # fmt: skip
-        client.subscribe(
-            [
-                (self.topics.all_gate_events(), 1),
-                (self.topics.all_gate_status(), 1),
-                (self.topics.all_gate_results(), 1),
-            ]
-        )
+        filters = [
+            self.topics.all_gate_events(),
+            self.topics.all_gate_status(),
+            self.topics.all_gate_results(),
+        ]
+        if self.cfg.shared_group:  # several collectors split the stream (MQTT 5 shared subscription)
+            filters = [f"$share/{self.cfg.shared_group}/{f}" for f in filters]
+        client.subscribe([(f, 1) for f in filters])
         self.connected.set()
         self._publish_all()
         self._publish_status()
@@ -131,23 +150,66 @@ class Collector:
         if not self._stop.is_set():
             logger.warning("disconnected from broker: %s", reason_text(rc))
 
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        kind = msg.topic.rsplit("/", 1)[-1]
-        try:
-            if kind == "events":
-                self.handle(msg.topic, msg.payload)
-            elif kind == "status":
-                self._take_status(msg.topic, msg.payload)
-            elif kind == "results":
-                self._take_result(msg.topic, msg.payload)
-        except Exception:  # a database outage: leave unacknowledged so the broker redelivers
-            logger.exception("could not store message on %s; it stays unacknowledged", msg.topic)
-            return
-        client.ack(msg.mid, msg.qos)
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
-    # -- the work ------------------------------------------------------------------------------
+    # -- the work (writer thread) --------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            while batch and not self._stop.is_set():
+                try:
+                    self.process(batch)
+                    break
+                except Exception:  # the database is away: keep the batch, unacknowledged, and retry
+                    logger.exception("could not store a batch of %d messages; retrying", len(batch))
+                    self._stop.wait(1.0)
+
+    def _take_batch(self) -> list[Inbound]:
+        try:
+            batch = [self._inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + BATCH_WAIT_S
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self._inbox.get(timeout=max(deadline - time.monotonic(), 0)))
+            except queue.Empty:
+                break
+        return batch
+
+    def process(self, batch: list[Inbound]) -> list[GateEvent]:
+        """Validate, store (one transaction), acknowledge and publish a batch of messages.
+        Returns the events that were new. Raises if the database fails: nothing is acknowledged."""
+        events: list[GateEvent] = []
+        for item in batch:
+            kind = item.topic.rsplit("/", 1)[-1]
+            if kind == "events":
+                ev = self._validate(item.topic, item.payload)
+                if ev is not None:
+                    events.append(ev)
+            elif kind == "status":
+                self._take_status(item.topic, item.payload)
+            elif kind == "results":
+                self._take_result(item.topic, item.payload)
+        result = self.store.record_batch(events)
+        for item in batch:  # acknowledged only now that the transaction is committed
+            if item.mid is not None:
+                self.client.ack(item.mid, item.qos)
+        self.stored += len(result.stored)
+        self.duplicates += len(events) - len(result.stored)
+        for progress in result.progress.values():
+            self._ack_due(progress)  # also for repeats: the gate may have missed the last confirmation
+        if result.lots:
+            self._publish_lots(result.lots)
+        return result.stored
+
     def handle(self, topic: str, payload: bytes | bytearray) -> GateEvent | None:
-        """Validate, store and publish one event payload. Returns it, or None if rejected/repeated."""
+        """Process one message outside the stream (tests, tools). Returns the event if it was new."""
+        stored = self.process([Inbound(topic, bytes(payload), None, 0)])
+        return stored[0] if stored else None
+
+    def _validate(self, topic: str, payload: bytes) -> GateEvent | None:
         try:
             ev = decode(GateEvent, payload)
             if self.topics.gate_id_of(topic) != ev.gate_id:
@@ -155,16 +217,6 @@ class Collector:
         except (PayloadError, TopicError) as err:
             self._reject(topic, err)
             return None
-        recorded = self.store.record(ev)
-        if recorded.progress is not None:
-            self._ack_due(recorded.progress)  # a repeat is confirmed again: the gate may have missed it
-        if not recorded.stored:
-            self.duplicates += 1
-            logger.debug("duplicate event %s from %s ignored", ev.id, ev.gate_id)
-            return None
-        self.stored += 1
-        if recorded.lot is not None:
-            self._publish_lot(recorded.lot.id)
         return ev
 
     def _reject(self, topic: str, err: PayloadError | TopicError) -> None:
@@ -213,11 +265,15 @@ class Collector:
                 ack = GateAck(gate_id=p.gate_id, epoch=p.epoch, upto=p.upto, ts=utc_now())
                 self._publish(self.topics.gate_ack(p.gate_id), encode(ack))
 
-    def _publish_lot(self, lot_id: str) -> None:
-        lots = {lot.id: lot for lot in self.store.lots()}
-        self._publish(self.topics.lot_availability(lot_id), encode(lot_availability(lots[lot_id])))
-        for screen in screens_showing(self.cfg.screens, lot_id):
-            self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
+    def _publish_lots(self, changed: dict[str, LotState]) -> None:
+        """Availability of each changed lot, and every screen that shows one of them."""
+        for lot in changed.values():
+            self._publish(self.topics.lot_availability(lot.id), encode(lot_availability(lot)))
+        screens = [s for s in self.cfg.screens if any(item.lot_id in changed for item in s.lots)]
+        if screens:
+            lots = {lot.id: lot for lot in self.store.lots()}
+            for screen in screens:
+                self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
 
     def _publish_all(self) -> None:
         lots = {lot.id: lot for lot in self.store.lots()}

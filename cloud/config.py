@@ -65,6 +65,11 @@ class CollectorConfig(StrictModel):
         le=30 * 86_400,
         description="how long the broker queues events while the collector is away",
     )
+    shared_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="MQTT 5 shared-subscription group: collectors with the same group split the event stream",
+    )
     republish_s: float = Field(
         30.0,
         ge=STATUS_MIN_S,

@@ -8,13 +8,14 @@ by its primary key and changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Float, Index, Integer, String, create_engine, event, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from cloud.config import LotConfig
@@ -93,6 +94,25 @@ class LotState:
 
 
 @dataclass(frozen=True)
+class BatchResult:
+    """What storing a batch did."""
+
+    stored: list[GateEvent]  # the events that were new
+    lots: dict[str, LotState]  # lots they changed, after the change
+    progress: dict[str, Progress]  # every gate in the batch: its contiguous run after it
+
+
+def _highest_per_gate(events: Sequence[GateEvent]) -> list[tuple[str, str, int]]:
+    """(gate, epoch, highest seq) per gate and epoch, sorted so that concurrent collectors lock
+    gate rows in the same order."""
+    top: dict[tuple[str, str], int] = {}
+    for ev in events:
+        key = (ev.gate_id, ev.epoch)
+        top[key] = max(top.get(key, 0), ev.seq)
+    return sorted((gate, epoch, seq) for (gate, epoch), seq in top.items())
+
+
+@dataclass(frozen=True)
 class Recorded:
     """What storing one event did."""
 
@@ -142,26 +162,54 @@ class EventStore:
                     row.occupied = min(row.occupied, lot.capacity)
 
     def record(self, ev: GateEvent) -> Recorded:
-        """Store ``ev`` once, count it, and advance its gate's contiguous run, in one transaction.
-        A repeat (same id) changes nothing and reports ``stored=False``."""
-        with Session(self.engine) as s:
-            try:
-                with s.begin():
-                    s.add(_row(ev))
-                    s.flush()  # the primary key decides: a repeat fails here
-                    lot = s.get(LotRow, ev.lot_id, with_for_update=True)
-                    if lot is not None and ev.decision.action is Action.OPEN:
-                        step = 1 if ev.direction is Direction.ENTRY else -1
-                        lot.occupied = min(max(lot.occupied + step, 0), lot.capacity)
-                    if lot is not None and (lot.last_event_ts is None or _aware(lot.last_event_ts) < ev.ts):
-                        lot.last_event_ts = ev.ts
-                    state = _state(lot) if lot is not None else None
-                    progress = self._advance(s, ev.gate_id, ev.epoch, ev.seq)
-            except IntegrityError:
-                return Recorded(False, None, self.progress(ev.gate_id))
-        if state is None:
-            logger.warning("event %s is for unknown lot %s: stored, not counted", ev.id, ev.lot_id)
-        return Recorded(True, state, progress)
+        """Store one event (see :meth:`record_batch`)."""
+        batch = self.record_batch([ev])
+        return Recorded(bool(batch.stored), batch.lots.get(ev.lot_id), batch.progress.get(ev.gate_id))
+
+    def record_batch(self, events: Sequence[GateEvent]) -> BatchResult:
+        """Store a batch of events in one transaction: each once by id (repeats, also within the
+        batch, change nothing), occupancy counted in order with clamps, and each gate's contiguous
+        run advanced. Returns what was new, the lots it changed and every gate's progress."""
+        fresh: dict[str, GateEvent] = {}
+        for ev in events:
+            fresh.setdefault(ev.id, ev)
+        with Session(self.engine) as s, s.begin():
+            inserted = self._insert_new(s, list(fresh.values()))
+            stored = [ev for ev in fresh.values() if ev.id in inserted]
+            lots = self._count(s, stored)
+            progress: dict[str, Progress] = {}
+            for gate_id, epoch, seq in _highest_per_gate(events):
+                progress[gate_id] = self._advance(s, gate_id, epoch, seq)
+        for ev in stored:
+            if ev.lot_id not in lots:
+                logger.warning("event %s is for unknown lot %s: stored, not counted", ev.id, ev.lot_id)
+        return BatchResult(stored, lots, progress)
+
+    def _insert_new(self, s: Session, events: list[GateEvent]) -> set[str]:
+        """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids that were not stored before."""
+        if not events:
+            return set()
+        insert = sqlite_insert if self.engine.dialect.name == "sqlite" else pg_insert
+        stmt = insert(EventRow).on_conflict_do_nothing(index_elements=["id"]).returning(EventRow.id)
+        rows = s.execute(stmt, [_values(ev) for ev in events]).scalars().all()
+        return set(rows)
+
+    def _count(self, s: Session, stored: list[GateEvent]) -> dict[str, LotState]:
+        """Apply the new events to their lots' occupancy, one by one (clamped to 0..capacity)."""
+        lot_ids = sorted({ev.lot_id for ev in stored})
+        if not lot_ids:
+            return {}
+        rows = {r.id: r for r in s.scalars(select(LotRow).where(LotRow.id.in_(lot_ids)).with_for_update())}
+        for ev in sorted(stored, key=lambda e: e.ts):
+            lot = rows.get(ev.lot_id)
+            if lot is None:
+                continue
+            if ev.decision.action is Action.OPEN:
+                step = 1 if ev.direction is Direction.ENTRY else -1
+                lot.occupied = min(max(lot.occupied + step, 0), lot.capacity)
+            if lot.last_event_ts is None or _aware(lot.last_event_ts) < ev.ts:
+                lot.last_event_ts = ev.ts
+        return {lot_id: _state(row) for lot_id, row in rows.items()}
 
     def _advance(self, s: Session, gate_id: str, epoch: str, seq: int, floor: int = 0) -> Progress:
         """Move the gate's ``upto`` over every stored contiguous sequence number (gap detection)."""
@@ -245,18 +293,18 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _row(ev: GateEvent) -> EventRow:
-    return EventRow(
-        id=ev.id,
-        epoch=ev.epoch,
-        seq=ev.seq,
-        gate_id=ev.gate_id,
-        lot_id=ev.lot_id,
-        ts=ev.ts,
-        direction=ev.direction.value,
-        plate=ev.plate,
-        confidence=ev.confidence,
-        action=ev.decision.action.value,
-        reason=ev.decision.reason.value,
-        received_at=datetime.now(UTC),
-    )
+def _values(ev: GateEvent) -> dict[str, object]:
+    return {
+        "id": ev.id,
+        "epoch": ev.epoch,
+        "seq": ev.seq,
+        "gate_id": ev.gate_id,
+        "lot_id": ev.lot_id,
+        "ts": ev.ts,
+        "direction": ev.direction.value,
+        "plate": ev.plate,
+        "confidence": ev.confidence,
+        "action": ev.decision.action.value,
+        "reason": ev.decision.reason.value,
+        "received_at": datetime.now(UTC),
+    }
