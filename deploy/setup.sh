@@ -57,5 +57,5 @@ else
   } > "$venv/pip.log" 2>&1 || { tail -30 "$venv/pip.log" >&2; log "pip install failed"; exit 1; }
   echo "$want" > "$stamp"
 fi
-"$py" -c 'import cv2, rapidocr_onnxruntime, pyzbar.pyzbar, paho.mqtt' || { log "import check failed"; exit 1; }
+"$py" -c 'import cv2, rapidocr_onnxruntime, pyzbar.pyzbar, zxingcpp, cryptography, paho.mqtt' || { log "import check failed"; exit 1; }
 log "ready: $venv"
