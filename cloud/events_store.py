@@ -102,14 +102,13 @@ class BatchResult:
     progress: dict[str, Progress]  # every gate in the batch: its contiguous run after it
 
 
-def _highest_per_gate(events: Sequence[GateEvent]) -> list[tuple[str, str, int]]:
-    """(gate, epoch, highest seq) per gate and epoch, sorted so that concurrent collectors lock
+def _seqs_per_gate(events: Sequence[GateEvent]) -> list[tuple[str, str, list[int]]]:
+    """(gate, epoch, sorted seqs) per gate and epoch, sorted so that concurrent collectors lock
     gate rows in the same order."""
-    top: dict[tuple[str, str], int] = {}
+    seqs: dict[tuple[str, str], set[int]] = {}
     for ev in events:
-        key = (ev.gate_id, ev.epoch)
-        top[key] = max(top.get(key, 0), ev.seq)
-    return sorted((gate, epoch, seq) for (gate, epoch), seq in top.items())
+        seqs.setdefault((ev.gate_id, ev.epoch), set()).add(ev.seq)
+    return sorted((gate, epoch, sorted(values)) for (gate, epoch), values in seqs.items())
 
 
 @dataclass(frozen=True)
@@ -178,8 +177,10 @@ class EventStore:
             stored = [ev for ev in fresh.values() if ev.id in inserted]
             lots = self._count(s, stored)
             progress: dict[str, Progress] = {}
-            for gate_id, epoch, seq in _highest_per_gate(events):
-                progress[gate_id] = self._advance(s, gate_id, epoch, seq)
+            per_gate = _seqs_per_gate(events)
+            rows = self._progress_rows(s, sorted({gate for gate, _e, _s in per_gate}))
+            for gate_id, epoch, seqs in per_gate:
+                progress[gate_id] = self._advance(s, gate_id, epoch, seqs, row=rows.get(gate_id))
         for ev in stored:
             if ev.lot_id not in lots:
                 logger.warning("event %s is for unknown lot %s: stored, not counted", ev.id, ev.lot_id)
@@ -211,16 +212,44 @@ class EventStore:
                 lot.last_event_ts = ev.ts
         return {lot_id: _state(row) for lot_id, row in rows.items()}
 
-    def _advance(self, s: Session, gate_id: str, epoch: str, seq: int, floor: int = 0) -> Progress:
-        """Move the gate's ``upto`` over every stored contiguous sequence number (gap detection)."""
-        row = s.get(GateProgressRow, gate_id, with_for_update=True)
+    @staticmethod
+    def _progress_rows(s: Session, gate_ids: list[str]) -> dict[str, GateProgressRow]:
+        """The gates' progress rows, read and locked in one query (in id order)."""
+        if not gate_ids:
+            return {}
+        query = select(GateProgressRow).where(GateProgressRow.gate_id.in_(gate_ids)).with_for_update()
+        return {row.gate_id: row for row in s.scalars(query.order_by(GateProgressRow.gate_id))}
+
+    def _advance(
+        self,
+        s: Session,
+        gate_id: str,
+        epoch: str,
+        seqs: list[int],
+        floor: int = 0,
+        row: GateProgressRow | None = None,
+    ) -> Progress:
+        """Move the gate's ``upto`` over every stored contiguous sequence number (gap detection).
+
+        ``seqs`` (sorted) were just stored. The usual case, in order with no hole before, needs no
+        query: they simply extend the run. Otherwise the stored numbers after ``upto`` are read."""
+        if row is None:
+            row = s.get(GateProgressRow, gate_id, with_for_update=True)
         if row is None:
             row = GateProgressRow(gate_id=gate_id, epoch=epoch, upto=0, max_seq=0, unrecoverable=0)
             s.add(row)
         elif row.epoch != epoch:
             logger.warning("gate %s has a new outbox (epoch %s after %s)", gate_id, epoch, row.epoch)
             row.epoch, row.upto, row.max_seq = epoch, 0, 0
-        row.max_seq = max(row.max_seq, seq)
+        if (
+            seqs
+            and row.max_seq == row.upto
+            and seqs[0] == row.upto + 1
+            and seqs[-1] - seqs[0] + 1 == len(seqs)
+        ):
+            row.upto = row.max_seq = seqs[-1]
+            return Progress(gate_id, epoch, row.upto, row.max_seq)
+        row.max_seq = max(row.max_seq, seqs[-1] if seqs else 0)
         if floor > row.upto + 1:  # the gate no longer holds these: record the hole, move past it
             stored_between = s.scalars(
                 select(func.count()).where(
@@ -232,6 +261,7 @@ class EventStore:
             ).one()
             row.unrecoverable += floor - 1 - row.upto - stored_between
             row.upto = floor - 1
+            row.max_seq = max(row.max_seq, row.upto)
         while row.upto < row.max_seq:
             following = s.scalars(
                 select(EventRow.seq)
@@ -255,7 +285,7 @@ class EventStore:
         with Session(self.engine) as s, s.begin():
             row = s.get(GateProgressRow, gate_id)
             before = row.unrecoverable if row is not None and row.epoch == epoch else 0
-            progress = self._advance(s, gate_id, epoch, first_seq - 1, floor=first_seq)
+            progress = self._advance(s, gate_id, epoch, [], floor=first_seq)
             after = s.get(GateProgressRow, gate_id).unrecoverable  # type: ignore[union-attr]
         return progress, after - before
 
