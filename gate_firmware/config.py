@@ -1,16 +1,41 @@
-"""Gate configuration: which GPIO pins, and how long each movement and wait takes."""
+"""Gate configuration: which GPIO pin does what, how each input is wired, and the timings (seconds).
+
+Every input is a dry contact between its GPIO pin and GND, read with the Pi's pull-up (see
+``deploy/gate-wiring.md``). A normally-open contact (loop detector relay, limit switch, button)
+is *active* when it closes (pin low); an input listed in ``normally_closed`` (by default the
+photocell and the emergency input) is active when its contact opens (pin high), so a cut wire
+reads as "obstacle" or "emergency" and fails safe.
+
+Before the two loops and the limit switches the config had one ``loop_pin``; it is still read, as
+``loop_b_pin`` (the loop under the arm, which keeps it from closing). ``loop_bounce_s`` is read as
+``bounce_s``.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gate_firmware.states import Input
 
 # A gpiozero pin name ("GPIO17", "BCM17", "BOARD11", "J8:11") or a bare Broadcom number (17).
 PinName = Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1)]
 
 _BROADCOM = re.compile(r"^(?:GPIO|BCM)?(\d+)$")
+
+_OLD_NAMES = {"loop_pin": "loop_b_pin", "loop_bounce_s": "bounce_s"}
+
+SUGGESTED_PINS: dict[str, PinName] = {
+    "photocell_pin": "GPIO5",
+    "button_pin": "GPIO19",
+    "emergency_pin": "GPIO26",
+}
+"""Pins for the optional inputs (null by default): the wiring table's, and what gate scripts fit."""
+
+OUTPUTS = ("open", "close", "lamp")
+"""The output names used by ``parkgate gate test-pulse --pin`` and the wiring table."""
 
 
 def pin_key(pin: PinName) -> str:
@@ -25,35 +50,112 @@ def pin_key(pin: PinName) -> str:
 
 
 class GateConfig(BaseModel):
-    """One barrier: its two motor relays, its vehicle loop and its timings (seconds)."""
+    """One barrier: motor relays and lamp, two vehicle loops, photocell, limit switches, button,
+    emergency input, and its timings. An optional part whose pin is null is not fitted."""
 
     model_config = ConfigDict(extra="forbid")
 
+    # -- outputs --------------------------------------------------------------------------------
     open_pin: PinName = Field(
-        default="GPIO17", description="output: relay that drives the motor to raise the arm"
+        default="GPIO17", description="output: relay that runs the motor to raise the arm"
     )
     close_pin: PinName = Field(
-        default="GPIO27", description="output: relay that drives the motor to lower the arm"
+        default="GPIO27", description="output: relay that runs the motor to lower the arm"
     )
-    loop_pin: PinName = Field(default="GPIO22", description="input: vehicle loop detector, active high")
+    lamp_pin: PinName | None = Field(
+        default="GPIO24", description="output: warning-lamp relay, on unless the arm rests closed or open"
+    )
+    relay_active_high: bool = Field(
+        default=True,
+        description="relay board input polarity; false for boards whose relays close on a low pin",
+    )
+    # -- inputs ---------------------------------------------------------------------------------
+    loop_a_pin: PinName = Field(
+        default="GPIO23", description="input: outer loop detector; an entering vehicle crosses it first"
+    )
+    loop_b_pin: PinName = Field(
+        default="GPIO22", description="input: loop detector under/after the arm (safety zone)"
+    )
+    photocell_pin: PinName | None = Field(
+        default=None, description="input: photocell across the arm's path (safety zone); null if not fitted"
+    )
+    limit_open_pin: PinName = Field(default="GPIO6", description="input: limit switch, arm fully up")
+    limit_closed_pin: PinName = Field(default="GPIO13", description="input: limit switch, arm fully down")
+    button_pin: PinName | None = Field(
+        default=None,
+        description="input: attendant's push-button (open/stop/close, fault reset); null if none",
+    )
+    emergency_pin: PinName | None = Field(
+        default=None,
+        description="input: emergency/fire-alarm contact that holds the barrier open; null if none",
+    )
+    normally_closed: list[Input] = Field(
+        default_factory=lambda: [Input.PHOTOCELL, Input.EMERGENCY],
+        description="inputs whose contact is closed at rest and opens when active (fail-safe wiring)",
+    )
+    bounce_s: float | None = Field(
+        default=0.02, ge=0, description="debounce time of every input; null for no debouncing"
+    )
+    # -- timings --------------------------------------------------------------------------------
     travel_s: float = Field(
-        default=2.0, gt=0, description="arm travel time; a motor relay is on for this long"
+        default=2.0, gt=0, description="arm travel time between the limit switches (the simulator uses it)"
+    )
+    travel_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="fault if a limit switch is not reached in this time; null: 2 x travel_s + 1",
     )
     close_delay_s: float = Field(
-        default=1.0, ge=0, description="wait after the vehicle left the loop (loop clear) before closing"
+        default=1.0, ge=0, description="wait after a vehicle completed its passage before closing"
     )
-    open_timeout_s: float = Field(default=30.0, gt=0, description="close if no vehicle arrives after opening")
-    loop_bounce_s: float | None = Field(
-        default=0.02, ge=0, description="debounce time of the loop input; None for no debouncing"
-    )
+    open_timeout_s: float = Field(default=30.0, gt=0, description="close if no vehicle passes after opening")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in _OLD_NAMES.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"{old} is the old name of {new}; give only {new}")
+                data[new] = data.pop(old)
+        return data
 
     @model_validator(mode="after")
-    def _pins_distinct(self) -> Self:
-        pins = {"open_pin": self.open_pin, "close_pin": self.close_pin, "loop_pin": self.loop_pin}
+    def _check(self) -> Self:
         seen: dict[str, str] = {}
-        for field, pin in pins.items():
+        for field, pin in self.pins().items():
             key = pin_key(pin)
             if key in seen:
                 raise ValueError(f"{field} and {seen[key]} are the same pin ({key}); each needs its own")
             seen[key] = field
+        if self.travel_timeout_s is not None and self.travel_timeout_s <= self.travel_s:
+            raise ValueError(
+                f"travel_timeout_s ({self.travel_timeout_s}) must be longer than travel_s ({self.travel_s})"
+            )
         return self
+
+    def pins(self) -> dict[str, PinName]:
+        """Every fitted pin by its field name (``open_pin``: "GPIO17", ...)."""
+        fields = [name for name in type(self).model_fields if name.endswith("_pin")]
+        return {name: pin for name in fields if (pin := getattr(self, name)) is not None}
+
+    def input_pins(self) -> dict[Input, PinName]:
+        """The fitted inputs and their pins."""
+        pins = self.pins()
+        return {name: pins[f"{name}_pin"] for name in Input if f"{name}_pin" in pins}
+
+    def output_pins(self) -> dict[str, PinName]:
+        """The fitted outputs (``open``, ``close``, ``lamp``) and their pins."""
+        pins = self.pins()
+        return {name: pins[f"{name}_pin"] for name in OUTPUTS if f"{name}_pin" in pins}
+
+    def is_normally_closed(self, name: Input) -> bool:
+        return name in self.normally_closed
+
+    @property
+    def travel_limit_s(self) -> float:
+        """How long a motor may run before the missing limit switch is a fault."""
+        return self.travel_timeout_s if self.travel_timeout_s is not None else 2 * self.travel_s + 1.0

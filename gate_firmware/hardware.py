@@ -1,30 +1,61 @@
-"""The barrier's GPIO devices (gpiozero): two motor relays and the vehicle loop detector.
+"""The barrier's GPIO devices (gpiozero): input contacts, the two motor relays and the lamp.
 
 Like gpiozero's own devices, each class takes a keyword-only ``pin_factory`` (None: gpiozero's
 default) and hands it to every device it makes, so tests can run on ``MockFactory`` pins.
+
+Wiring (``deploy/gate-wiring.md``): every input is a dry contact between its pin and GND, read
+with the Pi's internal pull-up. A normally-open contact is active when closed (pin low); a
+normally-closed one is active when open (pin high), so a broken wire reads as active.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import ExitStack
 from types import TracebackType
 from typing import Self
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from gate_firmware.config import PinName
+from gate_firmware.config import GateConfig, PinName
+from gate_firmware.states import Input
 
 
-class VehicleLoop(DigitalInputDevice):
-    """An inductive-loop detector's output: high while a vehicle stands on the loop.
+class ContactInput(DigitalInputDevice):
+    """A dry contact between a GPIO pin and GND, pulled up inside the Pi.
 
-    Pulled down, active high, debounced by ``bounce_time`` seconds (None: not debounced).
+    ``normally_closed=False`` (a loop detector's relay, a limit switch, a button): active while
+    the contact is closed, i.e. the pin is low. ``normally_closed=True`` (a photocell receiver,
+    an emergency contact): active while the contact is open, i.e. the pin is high — as it also is
+    when the wire is cut. Debounced by ``bounce_time`` seconds (None: not debounced).
     """
 
     def __init__(
-        self, pin: PinName, *, bounce_time: float | None = 0.02, pin_factory: Factory | None = None
+        self,
+        pin: PinName,
+        *,
+        normally_closed: bool = False,
+        bounce_time: float | None = 0.02,
+        pin_factory: Factory | None = None,
     ) -> None:
-        super().__init__(pin, pull_up=False, bounce_time=bounce_time, pin_factory=pin_factory)
+        if normally_closed:
+            # gpiozero ties "pulled up" to "active low"; this contact is pulled up yet active high.
+            super().__init__(
+                pin, pull_up=None, active_state=True, bounce_time=bounce_time, pin_factory=pin_factory
+            )
+            try:
+                self.pin.pull = "up"
+            except BaseException:
+                self.close()
+                raise
+        else:
+            super().__init__(pin, pull_up=True, bounce_time=bounce_time, pin_factory=pin_factory)
+        self.normally_closed = normally_closed
+
+
+class VehicleLoop(ContactInput):
+    """An inductive-loop detector's relay output (normally open): active while a vehicle is on it."""
 
     # Domain aliases, the way gpiozero's MotionSensor names its own (when_motion, motion_detected).
     is_vehicle_present = DigitalInputDevice.is_active
@@ -36,13 +67,25 @@ class BarrierMotor:
     """The motor's two relays, one per direction, interlocked: never both on.
 
     Starts with both relays off. :meth:`drive` switches off before it switches on, so the two are
-    never on together, not even for an instant between two writes.
+    never on together, not even for an instant between two writes. ``active_high=False`` is for
+    relay boards whose relays close on a low input.
     """
 
-    def __init__(self, open_pin: PinName, close_pin: PinName, *, pin_factory: Factory | None = None) -> None:
-        self._open_relay = DigitalOutputDevice(open_pin, initial_value=False, pin_factory=pin_factory)
+    def __init__(
+        self,
+        open_pin: PinName,
+        close_pin: PinName,
+        *,
+        active_high: bool = True,
+        pin_factory: Factory | None = None,
+    ) -> None:
+        self._open_relay = DigitalOutputDevice(
+            open_pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
+        )
         try:
-            self._close_relay = DigitalOutputDevice(close_pin, initial_value=False, pin_factory=pin_factory)
+            self._close_relay = DigitalOutputDevice(
+                close_pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
+            )
         except BaseException:
             self._open_relay.close()
             raise
@@ -92,3 +135,82 @@ class BarrierMotor:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class GateDevices:
+    """Every device of one barrier, made from its :class:`GateConfig`: ``inputs`` (the fitted
+    ones, by name), ``motor`` and ``lamp`` (None if not fitted). Closing it releases them all."""
+
+    def __init__(self, config: GateConfig, *, pin_factory: Factory | None = None) -> None:
+        with ExitStack() as undo:  # a pin that cannot be claimed releases the ones made before it
+            self.motor = BarrierMotor(
+                config.open_pin,
+                config.close_pin,
+                active_high=config.relay_active_high,
+                pin_factory=pin_factory,
+            )
+            undo.callback(self.motor.close)
+            self.lamp: DigitalOutputDevice | None = None
+            if config.lamp_pin is not None:
+                self.lamp = DigitalOutputDevice(
+                    config.lamp_pin,
+                    active_high=config.relay_active_high,
+                    initial_value=False,
+                    pin_factory=pin_factory,
+                )
+                undo.callback(self.lamp.close)
+            self.inputs: dict[Input, ContactInput] = {}
+            for name, pin in config.input_pins().items():
+                kind = VehicleLoop if name in (Input.LOOP_A, Input.LOOP_B) else ContactInput
+                self.inputs[name] = kind(
+                    pin,
+                    normally_closed=config.is_normally_closed(name),
+                    bounce_time=config.bounce_s,
+                    pin_factory=pin_factory,
+                )
+                undo.callback(self.inputs[name].close)
+            undo.pop_all()
+
+    def levels(self) -> dict[Input, bool]:
+        """Which fitted inputs are active now."""
+        return {name: bool(device.is_active) for name, device in self.inputs.items()}
+
+    def watch(self, callback: Callable[[Input, bool], None]) -> None:
+        """Call ``callback(name, active)`` on every change of every input (gpiozero's thread)."""
+        for name, device in self.inputs.items():
+            device.when_activated = _bind(callback, name, True)
+            device.when_deactivated = _bind(callback, name, False)
+
+    def drive(self, *, motor_open: bool, motor_close: bool, lamp: bool) -> None:
+        self.motor.drive(motor_open=motor_open, motor_close=motor_close)
+        if self.lamp is not None:
+            self.lamp.value = lamp
+
+    def stop(self) -> None:
+        """Motor off (the lamp stays as it is)."""
+        self.motor.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Motor and lamp off, every pin released. Safe to call again."""
+        for device in self.inputs.values():
+            device.close()
+        if self.lamp is not None:
+            if not self.lamp.closed:
+                self.lamp.off()
+            self.lamp.close()
+        self.motor.close()
+
+
+def _bind(callback: Callable[[Input, bool], None], name: Input, active: bool) -> Callable[[], None]:
+    def changed() -> None:
+        callback(name, active)
+
+    return changed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -30,10 +31,16 @@ def _plates(args: argparse.Namespace) -> int:
     from edge.errors import EngineUnavailable, ImageError
     from edge.images import load_image
     from edge.ocr import create_engine
+    from edge.plate_format import PlateFormats
     from edge.plates import PlateReader
 
     try:
-        reader = PlateReader(create_engine(args.engine, threads=args.threads))
+        formats = PlateFormats.from_patterns(args.format or [], chinese=not args.no_chinese)
+    except re.error as err:
+        print(f"parkgate plates: {err}", file=sys.stderr)
+        return 2
+    try:
+        reader = PlateReader(create_engine(args.engine, threads=args.threads), formats=formats)
     except EngineUnavailable as err:
         print(f"parkgate plates: {err}", file=sys.stderr)
         return 1
@@ -53,8 +60,16 @@ def _plates(args: argparse.Namespace) -> int:
                 "ms": round((time.perf_counter() - started) * 1000, 1),
                 "box": list(best.box) if best else None,
                 "kind": best.kind if best else None,
+                "colour": best.colour if best else None,
+                "stage": best.stage if best else None,
                 "others": [
-                    {"plate": r.text, "confidence": round(r.confidence, 4), "box": list(r.box)}
+                    {
+                        "plate": r.text,
+                        "confidence": round(r.confidence, 4),
+                        "box": list(r.box),
+                        "kind": r.kind,
+                        "colour": r.colour,
+                    }
                     for r in reads[1:]
                 ],
             }
@@ -148,11 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
         "plates",
         help="read plates in image files; one JSON line per image",
         description='Prints per image {"file", "plate" (or null), "confidence", "ms", "box" '
-        '([x1,y1,x2,y2] or null), "kind", "others"}; an unusable file gives {"file", "error"} and the run '
-        "goes on.",
+        '([x1,y1,x2,y2] or null), "kind", "colour", "stage", "others"}; an unusable file gives {"file", '
+        '"error"} and the run goes on. "confidence" is calibrated: about the share of reads at that '
+        "confidence that are exactly right.",
     )
     plates.add_argument("images", nargs="+", metavar="IMAGE")
     plates.add_argument("--engine", default="rapidocr", help="OCR engine: rapidocr (default) or easyocr")
+    plates.add_argument(
+        "--format",
+        action="append",
+        metavar="REGEX",
+        help="a site plate format (regular expression on the upper-case text without separators); repeatable",
+    )
+    plates.add_argument(
+        "--no-chinese", action="store_true", help="do not accept mainland Chinese formats (with --format)"
+    )
     plates.add_argument(
         "--threads", type=int, default=0, help="inference threads (default: runtime's choice)"
     )
@@ -164,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         "plates",
         help="plate-reading accuracy and speed against a manifest",
         description="Reads every image listed in the manifest (columns file, plate) and prints one JSON line "
-        "per engine: exact_rate, char_accuracy, green_rate, per-group exact rates, mean/p50/p95 ms, peak_rss_mb.",
+        "per engine: exact_rate, char_accuracy, green_rate, per-group exact rates and p50/p95 ms, mean/p50/p95 "
+        "ms, peak_rss_mb, stages, colours and a reliability table.",
     )
     bplates.add_argument("folder", type=Path, metavar="DIR")
     bplates.add_argument(
@@ -197,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     bfaults.add_argument("--rate", type=float, default=200.0, help="events/s per gate (default 200)")
     bfaults.add_argument("--seed", type=int, default=1, help="seed for the random fault timing")
     bfaults.set_defaults(func=_bench_faults)
+
+    from parkgate.gate_cli import add_gate_commands  # its handlers import gate_firmware lazily
+
+    add_gate_commands(sub)
+
+    from parkgate.qr_cli import add_qr_commands  # its handlers import the QR stack lazily
+
+    add_qr_commands(sub)
     return parser
 
 
