@@ -124,6 +124,10 @@ class Collector:
         self.client.loop_stop()
         self.store.close()
 
+    def healthy(self) -> bool:
+        """The worker threads are alive (for the service watchdog)."""
+        return self._writer.is_alive() and self._ack_thread.is_alive()
+
     # -- MQTT callbacks ------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any = None) -> None:
         if rc.is_failure:
