@@ -19,10 +19,11 @@ Example::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gate_firmware.config import GateConfig
 from parkgate.settings import MqttSettings, StrictModel
@@ -73,8 +74,76 @@ class OcrSettings(StrictModel):
         description="OCR engine: rapidocr (default), easyocr, or truth (simulation only: take the plate the "
         "synthetic camera says it shows, for benchmarks where reading is not the subject)",
     )
-    threads: int = Field(0, ge=0, le=16, description="inference threads; 0 = runtime default")
+    threads: int = Field(0, ge=0, le=16, description="inference threads; 0 = the engine's default (1)")
     min_confidence: float = Field(0.6, ge=0, le=1, description="reads below this count as no plate")
+    chinese: bool = Field(True, description="accept mainland Chinese plate formats (with look-alike repair)")
+    formats: list[str] = Field(
+        default_factory=list,
+        description="the site's own plate formats as regular expressions, matched against the read text "
+        "in upper case without separators, e.g. '[A-Z]{2}[0-9]{3}[A-Z]{2}'",
+    )
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_compile(cls, formats: list[str]) -> list[str]:
+        for pattern in formats:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(
+                    f"plate format {pattern!r} is not a valid regular expression: {err}"
+                ) from None
+        return formats
+
+    @model_validator(mode="after")
+    def _some_format(self) -> OcrSettings:
+        if not self.chinese and not self.formats:
+            raise ValueError("with chinese = false, list the site's plate formats in ocr.formats")
+        return self
+
+
+class TriggerSettings(StrictModel):
+    """When to read plates: only while a vehicle is in front of the camera (see edge/trigger.py)."""
+
+    kind: Literal["none", "loop", "motion"] = Field(
+        "none",
+        description="none: every frame is a vehicle (files, synthetic); loop: a loop detector's presence "
+        "output on 'pin'; motion: frame difference in 'roi'",
+    )
+    pin: str | None = Field(None, description="loop: BCM pin of the loop detector's presence output")
+    active_high: bool = Field(False, description="loop: the output pulls the pin high (default: to ground)")
+    roi: tuple[float, float, float, float] = Field(
+        (0.0, 0.0, 1.0, 1.0), description="motion: region x1, y1, x2, y2 as fractions of the frame"
+    )
+    level: int = Field(25, ge=1, le=255, description="motion: grey-level change that counts as different")
+    on_fraction: float = Field(
+        0.08, gt=0, lt=1, description="motion: share of the region that means a vehicle"
+    )
+    off_fraction: float = Field(0.03, gt=0, lt=1, description="motion: share under which the lane is empty")
+    leave_s: float = Field(1.0, ge=0, le=60, description="absence needed before a vehicle counts as gone")
+    relearn_s: float = Field(
+        600.0, gt=0, le=86_400, description="motion: a region changed and still this long becomes background"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TriggerSettings:
+        if self.kind == "loop" and not self.pin:
+            raise ValueError("trigger kind 'loop' needs the pin of the loop detector's presence output")
+        x1, y1, x2, y2 = self.roi
+        if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+            raise ValueError(f"trigger roi {self.roi}: expected 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+        if self.off_fraction > self.on_fraction:
+            raise ValueError("trigger off_fraction must not exceed on_fraction")
+        return self
+
+
+class VotingSettings(StrictModel):
+    """Several frames per vehicle voted into one plate (see edge/voting.py); used with a trigger."""
+
+    max_frames: int = Field(6, ge=1, le=100, description="decide after this many frames of one vehicle")
+    max_seconds: float = Field(3.0, gt=0, le=60, description="decide after this long with what was read")
+    min_agree: int = Field(2, ge=1, le=20, description="decide as soon as this many reads agree exactly")
+    sure: float = Field(0.97, ge=0, le=1, description="decide at once on a read at least this confident")
 
 
 class PolicySettings(StrictModel):
@@ -120,6 +189,8 @@ class EdgeConfig(StrictModel):
     gate: GateConfig = Field(default_factory=GateConfig)
     simulation: SimulationSettings = Field(default_factory=SimulationSettings)
     link: LinkSettings = Field(default_factory=LinkSettings)
+    trigger: TriggerSettings = Field(default_factory=TriggerSettings)
+    voting: VotingSettings = Field(default_factory=VotingSettings)
 
     @model_validator(mode="after")
     def _truth_needs_simulation(self) -> EdgeConfig:

@@ -1,10 +1,15 @@
 """One gate node: each frame is read, decided on, acted on at the barrier and recorded.
 
-frame -> PlateReader -> decide() -> GateController.open() -> Outbox.append() -> EdgeLink
+frame -> Trigger -> PlateReader -> PassageVoter -> decide() -> GateController.open() -> Outbox.append()
+      -> EdgeLink
+
+Plates are read only while the trigger sees a vehicle; the reads of one vehicle's frames are
+voted into one decision, made once per vehicle (edge/trigger.py, edge/voting.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +25,10 @@ from edge.frames import Frame, FrameSource, open_source
 from edge.mqtt_link import EdgeLink
 from edge.ocr import create_engine
 from edge.outbox import Outbox
+from edge.plate_format import PlateFormats
 from edge.plates import PlateRead, PlateReader
+from edge.trigger import EveryFrame, make_trigger
+from edge.voting import PassageVoter, Vote
 from gate_firmware import BarrierState, GateController
 from protocol import Action, Decision, GateEvent, Topics, encode
 from protocol.messages import utc_now
@@ -34,6 +42,8 @@ class NodeStats:
     reads: int = 0
     events: int = 0
     skipped_cooldown: int = 0
+    idle_frames: int = 0  # frames without a vehicle: not read
+    passages: int = 0  # vehicles decided on
     bad_frames: Counter[str] = field(default_factory=Counter)
 
 
@@ -64,13 +74,34 @@ class EdgeNode:
         )
         self.stats = NodeStats()
         self._recent: dict[str, float] = {}
+        if cfg.ocr.formats or not cfg.ocr.chinese:
+            reader.formats = PlateFormats.from_patterns(cfg.ocr.formats, chinese=cfg.ocr.chinese)
+        self.trigger = make_trigger(cfg.trigger, pin_factory=pin_factory)
+        # Without a presence signal every frame is a vehicle of its own: decide on each.
+        one_frame = isinstance(self.trigger, EveryFrame)
+        self.voter = PassageVoter(
+            max_frames=1 if one_frame else cfg.voting.max_frames,
+            max_seconds=cfg.voting.max_seconds,
+            min_agree=cfg.voting.min_agree,
+            sure=cfg.voting.sure,
+        )
 
     @classmethod
     def build(cls, cfg: EdgeConfig) -> EdgeNode:
         """Create the engine, pins, barrier controller, outbox and MQTT link from config."""
         factory = MockFactory() if cfg.simulation.enabled else None
         reader = PlateReader(create_engine(cfg.ocr.engine, threads=cfg.ocr.threads))
-        gate = GateController(cfg.gate, pin_factory=factory)
+        from gate_firmware.simulator import SimulatedBarrier
+
+        # A simulated arm works the limit switches; it wires the pins, so it comes first. It stops
+        # by itself when the controller releases the relays.
+        barrier = SimulatedBarrier(cfg.gate, factory) if factory is not None else None
+        try:
+            gate = GateController(cfg.gate, pin_factory=factory)
+        except BaseException:
+            if barrier is not None:
+                barrier.close()
+            raise
         outbox = Outbox(cfg.outbox)
         link = EdgeLink(
             cfg.mqtt, cfg.gate_id, cfg.lot_id, outbox, status_extra=lambda: {"barrier": str(gate.state)}
@@ -86,15 +117,36 @@ class EdgeNode:
             logger.warning("frame %s unusable: %s", frame.source, frame.error)
             return None
         started = time.perf_counter()
+        now = time.monotonic()
+        presence = self.trigger.update(frame.image, now)
+        if not presence.present:
+            self.stats.idle_frames += 1
+            vote = self.voter.vehicle_left(now) if presence.left else None
+            return self._act(vote, frame.source, started) if vote else None
+        if self.voter.decided:  # this vehicle has had its decision: one trigger per vehicle
+            return None
         read = self.reader.best(frame.image)
         if read is not None and read.confidence < self.cfg.ocr.min_confidence:
             logger.info("frame %s: read %s below confidence %.2f", frame.source, read.text, read.confidence)
             read = None
         if read is not None:
             self.stats.reads += 1
-            if self._in_cooldown(read.text):
-                self.stats.skipped_cooldown += 1
-                return None
+        vote = self.voter.add(read, now)
+        if isinstance(self.trigger, EveryFrame):
+            self.voter.vehicle_left(now)
+        return self._act(vote, frame.source, started) if vote else None
+
+    def _act(self, vote: Vote, source: str, started: float) -> GateEvent | None:
+        """Decide on one vehicle's vote, open the barrier if so decided, and record the event."""
+        read: PlateRead | None = None
+        if vote.text is not None and vote.best is not None and vote.confidence >= self.cfg.ocr.min_confidence:
+            read = dataclasses.replace(
+                vote.best, text=vote.text, confidence=vote.confidence, kind=vote.kind or vote.best.kind
+            )
+        if read is not None and isinstance(self.trigger, EveryFrame) and self._in_cooldown(read.text):
+            self.stats.skipped_cooldown += 1  # no presence signal: the plate cooldown keeps one car one event
+            return None
+        self.stats.passages += 1
         free = self.link.availability.free if self.link and self.link.availability else None
         decision = decide(self.cfg.direction, read.text if read else None, free, self.policy)
         if decision.action is Action.OPEN:
@@ -102,7 +154,7 @@ class EdgeNode:
         event = self._record(read, decision)
         logger.info(
             "%s %s %s -> %s (%s) seq=%d in %.0f ms",
-            self.cfg.gate_id, frame.source, read.text if read else "no plate",
+            self.cfg.gate_id, source, read.text if read else "no plate",
             decision.action.value, decision.reason.value, event.seq, (time.perf_counter() - started) * 1000,
         )  # fmt: skip
         return event
@@ -141,18 +193,24 @@ class EdgeNode:
 
     # -- simulated hardware --------------------------------------------------------------------
     def drive_vehicle_through(self, stop: threading.Event) -> bool:
-        """Simulation: once the barrier is open, put a vehicle on the loop and take it off again."""
+        """Simulation: once the barrier is open, a vehicle crosses the loops in ``simulation.drive_s``:
+        loop_a then loop_b at an entry, loop_b then loop_a at an exit."""
+        from gate_firmware.simulator import drive_vehicle
+        from protocol import Direction
+
         if self.pin_factory is None:
             raise RuntimeError("drive_vehicle_through needs simulated pins (simulation.enabled = true)")
-        deadline = time.monotonic() + self.cfg.gate.travel_s * 3 + 1
+        deadline = time.monotonic() + self.cfg.gate.travel_limit_s + 1
         while self.gate.state is not BarrierState.OPEN:
             if stop.wait(0.02) or time.monotonic() > deadline:
                 return False
-        pin = self.pin_factory.pin(self.cfg.gate.loop_pin)
-        pin.drive_high()
-        stop.wait(self.cfg.simulation.drive_s)
-        pin.drive_low()
-        return True
+        return drive_vehicle(
+            self.pin_factory,
+            self.cfg.gate,
+            entering=self.cfg.direction is Direction.ENTRY,
+            drive_s=self.cfg.simulation.drive_s,
+            stop=stop,
+        )
 
     # -- service -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, source: FrameSource | None = None) -> None:
@@ -171,6 +229,9 @@ class EdgeNode:
                     self.drive_vehicle_through(stop)
                 if stop.is_set():
                     break
+            last = self.voter.vehicle_left(time.monotonic())  # a passage the source ended mid-way
+            if last is not None:
+                self._act(last, source.name, time.perf_counter())
             if not stop.is_set():
                 logger.info("source %s finished; the node stays up until stopped", source.name)
             stop.wait()
@@ -178,6 +239,7 @@ class EdgeNode:
             self.close()
 
     def close(self) -> None:
+        self.trigger.close()
         if self.link:
             self.link.stop()
         self.gate.close()
