@@ -309,7 +309,7 @@ def run_scenario(
             drained = _wait(lambda: rig.backlog() == 0, 300)
             drain_seconds = time.monotonic() - drain_started
             rig.stop_edges()
-            result = tally(rig)
+            result: dict[str, Any] = dict(tally(rig))
             result.update(
                 scenario=scenario, runs=runs, seconds=round(time.monotonic() - started, 1), drained=drained,
                 backlog_at_stop=backlog, drain_rate=round(backlog / drain_seconds, 1) if backlog else None,

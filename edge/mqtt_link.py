@@ -76,9 +76,9 @@ class EdgeLink:
         self.heartbeat_s = heartbeat_s
         self.drain_rate = drain_rate
         self.confirm_timeout_s = confirm_timeout_s
-        self._status_extra = status_extra
-        self._on_command = on_command
-        self._on_lists = on_lists
+        self.status_extra = status_extra
+        self.on_command = on_command
+        self.on_lists = on_lists
         self.availability: LotAvailability | None = None
         self.rejected: Counter[str] = Counter()
         self.published = 0
@@ -120,6 +120,10 @@ class EdgeLink:
             )
         self.client.disconnect()
         self.client.loop_stop()
+
+    def alive(self) -> bool:
+        """The drain thread runs (for the service watchdog)."""
+        return self._thread.is_alive()
 
     def wake(self) -> None:
         """Something new is in the outbox: publish it now rather than at the next poll."""
@@ -183,8 +187,8 @@ class EdgeLink:
             self.availability = availability
 
     def _take_lists(self, lists: LotLists) -> None:
-        if lists.lot_id == self.lot_id and self._on_lists:
-            self._on_lists(lists)
+        if lists.lot_id == self.lot_id and self.on_lists:
+            self.on_lists(lists)
 
     def _take_ack(self, ack: GateAck) -> None:
         if ack.gate_id != self.gate_id or ack.epoch != self.outbox.epoch:
@@ -200,8 +204,8 @@ class EdgeLink:
             self.rejected["wrong_gate"] += 1
             logger.warning("command %s for gate %s ignored", command.id, command.gate_id)
             return
-        if self._on_command:
-            self._on_command(command)
+        if self.on_command:
+            self.on_command(command)
 
     def _refuse_malformed_command(self, payload: bytes | bytearray, err: PayloadError) -> None:
         try:
@@ -295,7 +299,7 @@ class EdgeLink:
                 "outbox_first_seq": self.outbox.first_seq(),
                 "epoch": self.outbox.epoch,
                 "dropped": self.outbox.dropped,
-                **self._status_extra(),
+                **self.status_extra(),
             }
         return encode(
             GateStatus(gate_id=self.gate_id, lot_id=self.lot_id, state=state, ts=utc_now(), **extra)

@@ -15,22 +15,26 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from gpiozero.pins.mock import MockFactory
 from ulid import ULID
 
+from edge import health
+from edge.commands import CommandHandler
 from edge.config import EdgeConfig
 from edge.decision import Policy, decide
-from edge.frames import Frame, FrameSource, open_source
+from edge.frames import DeviceSource, Frame, FrameSource, open_source
+from edge.lists import ListsCache
 from edge.mqtt_link import EdgeLink
 from edge.ocr import create_engine
 from edge.outbox import Outbox
-from edge.plate_format import PlateFormats
+from edge.plate_format import PlateFormats, plate_kind
 from edge.plates import PlateRead, PlateReader
 from edge.trigger import EveryFrame, make_trigger
 from edge.voting import PassageVoter, Vote
 from gate_firmware import BarrierState, GateController
-from protocol import Action, Decision, GateEvent, Topics, encode
+from protocol import Action, Decision, GateCommand, GateEvent, GateMode, LotLists, Reason, Topics, encode
 from protocol.messages import utc_now
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,9 @@ class NodeStats:
     idle_frames: int = 0  # frames without a vehicle: not read
     passages: int = 0  # vehicles decided on
     bad_frames: Counter[str] = field(default_factory=Counter)
+    last_frame: float | None = None  # monotonic time of the newest usable frame
+    last_read_ts: datetime | None = None
+    fps: float = 0.0  # usable frames per second, smoothed
 
 
 class EdgeNode:
@@ -53,7 +60,7 @@ class EdgeNode:
     def __init__(
         self,
         cfg: EdgeConfig,
-        reader: PlateReader,
+        reader: PlateReader | None,
         gate: GateController,
         outbox: Outbox,
         link: EdgeLink | None,
@@ -67,14 +74,20 @@ class EdgeNode:
         self.link = link
         self.pin_factory = pin_factory
         self.topics = Topics(cfg.mqtt.topic_root)
-        self.policy = Policy(
-            allow=frozenset(cfg.policy.allow),
-            deny=frozenset(cfg.policy.deny),
-            open_without_plate=cfg.policy.open_without_plate,
-        )
+        self.mode = GateMode.NORMAL
+        self.lists = ListsCache(cfg.outbox.with_name(cfg.outbox.stem + ".lists.json"))
+        self.policy = self._policy()
         self.stats = NodeStats()
+        self.source: FrameSource | None = None
         self._recent: dict[str, float] = {}
-        if cfg.ocr.formats or not cfg.ocr.chinese:
+        self.commands = CommandHandler(
+            cfg.gate_id, open_barrier=self.remote_open, set_mode=self.set_mode, reload_lists=self.reload_lists
+        )
+        if link is not None:
+            link.on_command = self._command
+            link.on_lists = self._lists
+            link.status_extra = self.health
+        if reader is not None and (cfg.ocr.formats or not cfg.ocr.chinese):
             reader.formats = PlateFormats.from_patterns(cfg.ocr.formats, chinese=cfg.ocr.chinese)
         self.trigger = make_trigger(cfg.trigger, pin_factory=pin_factory)
         # Without a presence signal every frame is a vehicle of its own: decide on each.
@@ -90,7 +103,12 @@ class EdgeNode:
     def build(cls, cfg: EdgeConfig) -> EdgeNode:
         """Create the engine, pins, barrier controller, outbox and MQTT link from config."""
         factory = MockFactory() if cfg.simulation.enabled else None
-        reader = PlateReader(create_engine(cfg.ocr.engine, threads=cfg.ocr.threads))
+        # "truth" (simulation only): the synthetic camera's own plate stands in for reading
+        reader = (
+            None
+            if cfg.ocr.engine == "truth"
+            else PlateReader(create_engine(cfg.ocr.engine, threads=cfg.ocr.threads))
+        )
         from gate_firmware.simulator import SimulatedBarrier
 
         # A simulated arm works the limit switches; it wires the pins, so it comes first. It stops
@@ -102,22 +120,78 @@ class EdgeNode:
             if barrier is not None:
                 barrier.close()
             raise
-        outbox = Outbox(cfg.outbox)
+        outbox = Outbox(cfg.outbox, max_events=cfg.link.outbox_max_events)
         link = EdgeLink(
-            cfg.mqtt, cfg.gate_id, cfg.lot_id, outbox, status_extra=lambda: {"barrier": str(gate.state)}
-        )
+            cfg.mqtt, cfg.gate_id, cfg.lot_id, outbox,
+            heartbeat_s=cfg.link.heartbeat_s, drain_rate=cfg.link.drain_rate,
+            confirm_timeout_s=cfg.link.confirm_timeout_s,
+        )  # fmt: skip
         return cls(cfg, reader, gate, outbox, link, pin_factory=factory)
+
+    # -- what the gate knows: lists, mode, health ----------------------------------------------
+    def _policy(self) -> Policy:
+        lists = self.lists.lists
+        return Policy(
+            allow=frozenset(self.cfg.policy.allow) | frozenset(lists.allow if lists else ()),
+            deny=frozenset(self.cfg.policy.deny) | frozenset(lists.deny if lists else ()),
+            locked=frozenset(lists.locked if lists else ()),
+            open_without_plate=self.cfg.policy.open_without_plate,
+            mode=self.mode,
+        )
+
+    def _lists(self, lists: LotLists) -> None:
+        if self.lists.update(lists):
+            self.policy = self._policy()
+            logger.info("lists updated: %d allowed, %d denied, %d locked", *self.lists.sizes())
+
+    def reload_lists(self) -> None:
+        self.lists = ListsCache(self.lists.path)
+        self.policy = self._policy()
+
+    def set_mode(self, mode: GateMode) -> None:
+        logger.warning("gate %s mode %s -> %s", self.cfg.gate_id, self.mode.value, mode.value)
+        self.mode = mode
+        self.policy = self._policy()
+
+    def remote_open(self, reason: str) -> None:
+        """An operator's "open": lift the barrier once and record it as an event."""
+        self.gate.open(reason)
+        self._record(None, Decision(action=Action.OPEN, reason=Reason.REMOTE_OPEN))
+
+    def _command(self, command: GateCommand) -> None:
+        result = self.commands.handle(command)
+        if self.link:
+            self.link.publish_result(result)
+
+    def health(self) -> dict[str, object]:
+        """The node's part of its heartbeat."""
+        last = self.stats.last_frame
+        camera_down = isinstance(self.source, DeviceSource) and not self.source.connected
+        return {
+            "barrier": str(self.gate.state),
+            "mode": self.mode.value,
+            "camera": "down" if camera_down else ("ok" if last and time.monotonic() - last < 60 else "idle"),
+            "fps": round(self.stats.fps, 2),
+            "last_read_ts": self.stats.last_read_ts,
+            "cpu_temp_c": health.cpu_temp_c(),
+            "disk_free_mb": health.disk_free_mb(self.cfg.outbox.parent),
+        }
+
+    def healthy(self) -> bool:
+        """The worker threads are alive (for the service watchdog)."""
+        return self.link is None or self.link.alive()
 
     # -- one vehicle ---------------------------------------------------------------------------
     def handle(self, frame: Frame) -> GateEvent | None:
         """Read, decide, act and record one frame. Returns the event, or None if nothing happened."""
         self.stats.frames += 1
-        if frame.image is None:
+        if frame.image is None and not (self.reader is None and frame.truth):
             self.stats.bad_frames[frame.error or "unknown"] += 1
             logger.warning("frame %s unusable: %s", frame.source, frame.error)
             return None
         started = time.perf_counter()
         now = time.monotonic()
+        self._count_frame(now)
         presence = self.trigger.update(frame.image, now)
         if not presence.present:
             self.stats.idle_frames += 1
@@ -125,16 +199,30 @@ class EdgeNode:
             return self._act(vote, frame.source, started) if vote else None
         if self.voter.decided:  # this vehicle has had its decision: one trigger per vehicle
             return None
-        read = self.reader.best(frame.image)
+        read = self._read(frame)
         if read is not None and read.confidence < self.cfg.ocr.min_confidence:
             logger.info("frame %s: read %s below confidence %.2f", frame.source, read.text, read.confidence)
             read = None
         if read is not None:
             self.stats.reads += 1
+            self.stats.last_read_ts = utc_now()
         vote = self.voter.add(read, now)
         if isinstance(self.trigger, EveryFrame):
             self.voter.vehicle_left(now)
         return self._act(vote, frame.source, started) if vote else None
+
+    def _read(self, frame: Frame) -> PlateRead | None:
+        if self.reader is None:  # ocr.engine "truth": simulation only (checked by EdgeConfig)
+            text = frame.truth
+            return PlateRead(text, 1.0, (0, 0, 0, 0), plate_kind(text) or "standard") if text else None
+        assert frame.image is not None
+        return self.reader.best(frame.image)
+
+    def _count_frame(self, now: float) -> None:
+        last = self.stats.last_frame
+        if last is not None and now > last:
+            self.stats.fps = 0.8 * self.stats.fps + 0.2 / (now - last)
+        self.stats.last_frame = now
 
     def _act(self, vote: Vote, source: str, started: float) -> GateEvent | None:
         """Decide on one vehicle's vote, open the barrier if so decided, and record the event."""
@@ -215,17 +303,19 @@ class EdgeNode:
     # -- service -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, source: FrameSource | None = None) -> None:
         """Process frames until ``stop`` is set; keep the link up after a finite source ends."""
-        source = source or open_source(self.cfg.camera)
+        source = self.source = source or open_source(self.cfg.camera)
         if self.link:
             self.link.start()
         logger.info(
             "gate %s (%s, lot %s) running on %s with %s",
-            self.cfg.gate_id, self.cfg.direction.value, self.cfg.lot_id, source.name, self.reader.engine.name,
+            self.cfg.gate_id, self.cfg.direction.value, self.cfg.lot_id, source.name,
+            self.reader.engine.name if self.reader else "the simulated camera's plates",
         )  # fmt: skip
         try:
             for frame in source.frames(stop):
                 event = self.handle(frame)
-                if event and event.decision.action is Action.OPEN and self.pin_factory is not None:
+                simulate = self.pin_factory is not None and self.cfg.simulation.vehicles
+                if event and event.decision.action is Action.OPEN and simulate:
                     self.drive_vehicle_through(stop)
                 if stop.is_set():
                     break

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from parkgate import systemd
 from parkgate.settings import load_config
 
 logger = logging.getLogger(__name__)
@@ -26,13 +28,47 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def supervise(
+    stop: threading.Event, ready: str, healthy: Callable[[], bool], status: Callable[[], str]
+) -> None:
+    """Tell systemd the service is ready, then ping its watchdog while ``healthy()`` holds.
+
+    Outside systemd (no $NOTIFY_SOCKET) this does nothing. A service whose worker threads died
+    stops pinging, and systemd restarts it (``WatchdogSec`` in deploy/systemd/).
+    """
+    systemd.notify_ready(ready)
+    interval = systemd.watchdog_interval()
+    if interval is None:
+        return
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            if healthy():
+                systemd.watchdog_ping()
+            else:
+                logger.error(
+                    "a worker thread has stopped; withholding the watchdog ping so systemd restarts us"
+                )
+            systemd.notify_status(status())
+
+    threading.Thread(target=loop, name="watchdog", daemon=True).start()
+
+
 def run_edge(config: Path) -> int:
     from edge.config import EdgeConfig
     from edge.pipeline import EdgeNode
 
     cfg = load_config(EdgeConfig, config)
     stop = stop_on_signals()
-    EdgeNode.build(cfg).run(stop)
+    node = EdgeNode.build(cfg)
+    supervise(
+        stop,
+        f"gate {cfg.gate_id} starting",
+        healthy=node.healthy,
+        status=lambda: f"{node.stats.events} events, backlog {node.outbox.backlog()[0]}",
+    )
+    node.run(stop)
+    systemd.notify_stopping()
     return 0
 
 
@@ -42,7 +78,17 @@ def run_collector(config: Path) -> int:
 
     cfg = load_config(CollectorConfig, config)
     stop = stop_on_signals()
-    Collector(cfg).run(stop)
+    collector = Collector(cfg)
+    supervise(
+        stop,
+        f"collector {cfg.name} starting",
+        healthy=collector.healthy,
+        status=lambda: (
+            f"{collector.stored} stored, {collector.duplicates} repeats, {sum(collector.rejected.values())} refused"
+        ),
+    )
+    collector.run(stop)
+    systemd.notify_stopping()
     return 0
 
 
@@ -59,7 +105,9 @@ def run_dashboard(config: Path | None) -> int:
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     logger.info("dashboard serving on http://%s:%s/", cfg.host, server.effective_port)
+    supervise(stop, "dashboard serving", healthy=thread.is_alive, status=lambda: "serving")
     stop.wait()
+    systemd.notify_stopping()
     server.close()
     feed = app.extensions.get("parkgate.feed")
     if feed:

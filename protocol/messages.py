@@ -70,6 +70,7 @@ class Reason(StrEnum):
     LOCKED = "locked"  # refused, plate on the lot's lock list (e.g. a repeat intruder)
     LOT_CLOSED = "lot_closed"  # mode "closed": entries refused
     LOCKDOWN = "lockdown"  # mode "lockdown": nothing opens by itself
+    REMOTE_OPEN = "remote_open"  # an operator's remote "open" command
 
 
 class _Message(BaseModel):
