@@ -7,12 +7,25 @@ by its primary key and changes nothing.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Float, Index, Integer, String, create_engine, event, func, select
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy import insert as insert_into
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -54,6 +67,15 @@ class LotRow(Base):
     capacity: Mapped[int] = mapped_column(Integer)
     occupied: Mapped[int] = mapped_column(Integer, default=0)
     last_event_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SnapshotRow(Base):
+    """The plate crop a gate sent with an event (JPEG)."""
+
+    __tablename__ = "snapshots"
+
+    event_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class GateProgressRow(Base):
@@ -175,6 +197,9 @@ class EventStore:
         with Session(self.engine) as s, s.begin():
             inserted = self._insert_new(s, list(fresh.values()))
             stored = [ev for ev in fresh.values() if ev.id in inserted]
+            crops = [{"event_id": ev.id, "jpeg": _jpeg(ev.crop_jpeg)} for ev in stored if ev.crop_jpeg]
+            if crops:
+                s.execute(insert_into(SnapshotRow), crops)
             lots = self._count(s, stored)
             progress: dict[str, Progress] = {}
             per_gate = _seqs_per_gate(events)
@@ -308,6 +333,12 @@ class EventStore:
             row = s.get(LotRow, lot_id)
             return _state(row) if row else None
 
+    def snapshot(self, event_id: str) -> bytes | None:
+        """The plate crop sent with an event, JPEG bytes, or None."""
+        with Session(self.engine) as s:
+            row = s.get(SnapshotRow, event_id)
+            return row.jpeg if row else None
+
     def count_events(self, event_id: str | None = None) -> int:
         with Session(self.engine) as s:
             q = select(func.count()).select_from(EventRow)
@@ -321,6 +352,13 @@ class EventStore:
 
 def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _jpeg(b64: str) -> bytes:
+    try:
+        return base64.b64decode(b64, validate=True)
+    except ValueError:
+        return b""
 
 
 def _values(ev: GateEvent) -> dict[str, object]:

@@ -161,6 +161,17 @@ class SimulationSettings(StrictModel):
     vehicles: bool = Field(True, description="drive a simulated vehicle through after each opening")
 
 
+class SnapshotSettings(StrictModel):
+    """Plate crop and frame of each read, kept on the node (edge/snapshots.py)."""
+
+    folder: Path | None = Field(
+        None, description="where to keep them (default: 'snapshots' beside the outbox)"
+    )
+    max_mb: float = Field(500.0, ge=1, description="disk budget; the oldest go first")
+    max_age_days: float = Field(30.0, gt=0, description="older snapshots are removed")
+    send_crop: bool = Field(True, description="send the plate crop (size-capped JPEG) with the event")
+
+
 class LinkSettings(StrictModel):
     """How the node talks to the cloud (see edge/mqtt_link.py)."""
 
@@ -189,6 +200,7 @@ class EdgeConfig(StrictModel):
     gate: GateConfig = Field(default_factory=GateConfig)
     simulation: SimulationSettings = Field(default_factory=SimulationSettings)
     link: LinkSettings = Field(default_factory=LinkSettings)
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
     trigger: TriggerSettings = Field(default_factory=TriggerSettings)
     voting: VotingSettings = Field(default_factory=VotingSettings)
 

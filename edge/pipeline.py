@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 from gpiozero.pins.mock import MockFactory
 from ulid import ULID
 
@@ -31,6 +32,7 @@ from edge.ocr import create_engine
 from edge.outbox import Outbox
 from edge.plate_format import PlateFormats, plate_kind
 from edge.plates import PlateRead, PlateReader
+from edge.snapshots import SnapshotStore, crop_for_event
 from edge.trigger import EveryFrame, make_trigger
 from edge.voting import PassageVoter, Vote
 from gate_firmware import BarrierState, GateController
@@ -38,6 +40,8 @@ from protocol import Action, Decision, GateCommand, GateEvent, GateMode, LotList
 from protocol.messages import utc_now
 
 logger = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 600.0  # snapshot retention is applied this often
 
 
 @dataclass
@@ -80,6 +84,12 @@ class EdgeNode:
         self.stats = NodeStats()
         self.source: FrameSource | None = None
         self._recent: dict[str, float] = {}
+        self._frame: np.ndarray | None = None  # the newest usable frame, for snapshots
+        snapshots = cfg.snapshots
+        self.snapshots = SnapshotStore(
+            snapshots.folder or cfg.outbox.parent / "snapshots", max_mb=snapshots.max_mb,
+            max_age_days=snapshots.max_age_days,
+        )  # fmt: skip
         self.commands = CommandHandler(
             cfg.gate_id, open_barrier=self.remote_open, set_mode=self.set_mode, reload_lists=self.reload_lists
         )
@@ -192,6 +202,7 @@ class EdgeNode:
         started = time.perf_counter()
         now = time.monotonic()
         self._count_frame(now)
+        self._frame = frame.image
         presence = self.trigger.update(frame.image, now)
         if not presence.present:
             self.stats.idle_frames += 1
@@ -239,7 +250,9 @@ class EdgeNode:
         decision = decide(self.cfg.direction, read.text if read else None, free, self.policy)
         if decision.action is Action.OPEN:
             self.gate.open(decision.reason.value)
-        event = self._record(read, decision)
+        crop = read.crop if read is not None else None
+        event = self._record(read, decision, crop_for_event(crop) if self.cfg.snapshots.send_crop else None)
+        self.snapshots.save(event.id, crop, self._frame)
         logger.info(
             "%s %s %s -> %s (%s) seq=%d in %.0f ms",
             self.cfg.gate_id, source, read.text if read else "no plate",
@@ -254,7 +267,7 @@ class EdgeNode:
         self._recent[plate] = now
         return last is not None and now - last < self.cfg.policy.cooldown_s
 
-    def _record(self, read: PlateRead | None, decision: Decision) -> GateEvent:
+    def _record(self, read: PlateRead | None, decision: Decision, crop_jpeg: str | None = None) -> GateEvent:
         made: list[GateEvent] = []
 
         def build(seq: int) -> tuple[str, str, bytes]:
@@ -269,6 +282,7 @@ class EdgeNode:
                 plate=read.text if read else None,
                 confidence=round(read.confidence, 4) if read else 0.0,
                 decision=decision,
+                crop_jpeg=crop_jpeg,
             )
             made.append(event)
             return event.id, self.topics.gate_events(self.cfg.gate_id), encode(event)
@@ -311,8 +325,12 @@ class EdgeNode:
             self.cfg.gate_id, self.cfg.direction.value, self.cfg.lot_id, source.name,
             self.reader.engine.name if self.reader else "the simulated camera's plates",
         )  # fmt: skip
+        next_prune = 0.0
         try:
             for frame in source.frames(stop):
+                if time.monotonic() >= next_prune:
+                    self.snapshots.prune()
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
                 event = self.handle(frame)
                 simulate = self.pin_factory is not None and self.cfg.simulation.vehicles
                 if event and event.decision.action is Action.OPEN and simulate:

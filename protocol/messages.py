@@ -100,6 +100,12 @@ class GateEvent(_Message):
     plate: Plate | None = None
     confidence: float = Field(0.0, ge=0.0, le=1.0, description="plate read confidence, 0 when no plate")
     decision: Decision
+    crop_jpeg: str | None = Field(
+        None,
+        max_length=20_000,
+        pattern=r"^[A-Za-z0-9+/=]*$",
+        description="the plate crop, base64 JPEG, size-capped",
+    )
 
     @model_validator(mode="after")
     def _confidence_needs_plate(self) -> GateEvent:

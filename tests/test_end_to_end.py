@@ -110,6 +110,11 @@ def test_car_in_photo_opens_barrier_is_stored_once_and_counted(
         wait_until(lambda: node.outbox.backlog()[0] == 0, what="outbox to drain")
         wait_until(lambda: collector.stored == 1, what="collector to store the event")
         assert collector.store.count_events(event.id) == 1
+        # the plate crop travelled with the event; crop and frame are kept at the gate too
+        crop = collector.store.snapshot(event.id)
+        assert crop is not None and crop[:2] == b"\xff\xd8"  # a JPEG
+        kept = sorted(p.name for p in node.snapshots.folder.iterdir())
+        assert kept == [f"{event.id}.crop.jpg", f"{event.id}.frame.jpg"]
         wait_until(lambda: availability(mqtt_settings).free == 9, what="availability 9")
         screen = decode(ScreenContent, retained(mqtt_settings, topics.screen("S1")) or b"")
         assert screen.rows[0].free == 9
