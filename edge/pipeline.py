@@ -36,7 +36,18 @@ from edge.snapshots import SnapshotStore, crop_for_event
 from edge.trigger import EveryFrame, make_trigger
 from edge.voting import PassageVoter, Vote
 from gate_firmware import BarrierState, GateController
-from protocol import Action, Decision, GateCommand, GateEvent, GateMode, LotLists, Reason, Topics, encode
+from protocol import (
+    Action,
+    Decision,
+    Direction,
+    GateCommand,
+    GateEvent,
+    GateMode,
+    LotLists,
+    Reason,
+    Topics,
+    encode,
+)
 from protocol.messages import utc_now
 
 logger = logging.getLogger(__name__)
@@ -85,6 +96,7 @@ class EdgeNode:
         self.source: FrameSource | None = None
         self._recent: dict[str, float] = {}
         self._frame: np.ndarray | None = None  # the newest usable frame, for snapshots
+        self._admitted: list[float] = []  # wall times this gate opened for a vehicle
         snapshots = cfg.snapshots
         self.snapshots = SnapshotStore(
             snapshots.folder or cfg.outbox.parent / "snapshots", max_mb=snapshots.max_mb,
@@ -148,6 +160,18 @@ class EdgeNode:
             open_without_plate=self.cfg.policy.open_without_plate,
             mode=self.mode,
         )
+
+    def free_estimate(self) -> int | None:
+        """Free spaces as the cloud last said, less what this gate let in since that count was
+        made (so a gate cut off from the cloud does not keep admitting cars into a full lot).
+        Exits add room back. None while the cloud has never been heard from."""
+        availability = self.link.availability if self.link else None
+        if availability is None:
+            return None
+        since = availability.ts.timestamp()
+        self._admitted = [t for t in self._admitted if t > since]
+        step = -1 if self.cfg.direction is Direction.ENTRY else 1
+        return max(availability.free + step * len(self._admitted), 0)
 
     def _lists(self, lists: LotLists) -> None:
         if self.lists.update(lists):
@@ -246,10 +270,10 @@ class EdgeNode:
             self.stats.skipped_cooldown += 1  # no presence signal: the plate cooldown keeps one car one event
             return None
         self.stats.passages += 1
-        free = self.link.availability.free if self.link and self.link.availability else None
-        decision = decide(self.cfg.direction, read.text if read else None, free, self.policy)
+        decision = decide(self.cfg.direction, read.text if read else None, self.free_estimate(), self.policy)
         if decision.action is Action.OPEN:
             self.gate.open(decision.reason.value)
+            self._admitted.append(time.time())
         crop = read.crop if read is not None else None
         event = self._record(read, decision, crop_for_event(crop) if self.cfg.snapshots.send_crop else None)
         self.snapshots.save(event.id, crop, self._frame)
@@ -298,7 +322,6 @@ class EdgeNode:
         """Simulation: once the barrier is open, a vehicle crosses the loops in ``simulation.drive_s``:
         loop_a then loop_b at an entry, loop_b then loop_a at an exit."""
         from gate_firmware.simulator import drive_vehicle
-        from protocol import Direction
 
         if self.pin_factory is None:
             raise RuntimeError("drive_vehicle_through needs simulated pins (simulation.enabled = true)")

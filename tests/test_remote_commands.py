@@ -149,3 +149,22 @@ def test_mode_and_lists_change_decisions(node: EdgeNode, mqtt_settings: MqttSett
         Action.DENY,
         Reason.LOT_CLOSED,
     )
+
+
+def test_cut_off_gate_counts_its_own_admissions_against_the_last_free_count(node: EdgeNode) -> None:
+    """Offline, the gate still knows the last free count and subtracts the cars it let in since."""
+    from protocol import LotAvailability
+
+    assert node.link is not None
+    node.link.client.disconnect()  # the cloud is gone; decisions go on
+    wait_until(lambda: not node.link.connected.is_set(), what="disconnect")  # type: ignore[union-attr]
+    node.link.availability = LotAvailability(
+        lot_id="L1", name="lot", capacity=10, occupied=8, free=2, ts=utc_now() - timedelta(seconds=1)
+    )
+    decisions = [node.handle(Frame(source="t", ts=time.time(), truth=f"鄂A1234{n}")) for n in range(3)]
+    assert [d.decision.reason for d in decisions if d] == [
+        Reason.SPACE_FREE,
+        Reason.SPACE_FREE,
+        Reason.LOT_FULL,
+    ]
+    assert node.outbox.backlog()[0] == 3  # all three on record, waiting for the cloud
