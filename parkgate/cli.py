@@ -106,6 +106,19 @@ def _bench_faults(args: argparse.Namespace) -> int:
     )
 
 
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from bench.ingest import run
+
+    return run(
+        events=args.events,
+        collectors=args.collectors,
+        db=args.db,
+        rate=args.rate,
+        gates=args.gates,
+        lots=args.lots,
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     from parkgate.demo import run_demo
 
@@ -223,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     bfaults.add_argument("--rate", type=float, default=200.0, help="events/s per gate (default 200)")
     bfaults.add_argument("--seed", type=int, default=1, help="seed for the random fault timing")
     bfaults.set_defaults(func=_bench_faults)
+
+    bingest = bench_sub.add_parser(
+        "ingest",
+        help="events through the real broker into the collector(s): throughput and gate-to-screen latency",
+        description="Publishes --events gate events (QoS 1) as many gates, at --rate events/s or as fast as "
+        "possible, into K collectors (shared subscription) writing to --db; prints one JSON line {events, stored, "
+        "lost, duplicated, seconds, events_per_s, gate_to_screen_p50_ms, gate_to_screen_p99_ms}.",
+    )
+    bingest.add_argument("--events", type=int, default=100_000, help="events to send (default 100,000)")
+    bingest.add_argument("--collectors", type=int, default=1, help="collector processes (default 1)")
+    bingest.add_argument("--db", help="SQLAlchemy database URL (default: a fresh SQLite file)")
+    bingest.add_argument("--rate", type=float, help="events/s (default: as fast as possible)")
+    bingest.add_argument("--gates", type=int, default=200, help="gates the events come from (default 200)")
+    bingest.add_argument("--lots", type=int, default=100, help="lots (default 100)")
+    bingest.set_defaults(func=_bench_ingest)
 
     from parkgate.gate_cli import add_gate_commands  # its handlers import gate_firmware lazily
 
