@@ -160,7 +160,9 @@ def run(
                     "name": f"bench{k}",
                     "database": db_url,
                     "mqtt": {"host": broker.host, "port": broker.port},
-                    "lots": [{"id": f"L{i:04d}", "name": f"lot {i}", "capacity": 100_000} for i in range(lots)],
+                    "lots": [
+                        {"id": f"L{i:04d}", "name": f"lot {i}", "capacity": 100_000} for i in range(lots)
+                    ],
                 }
                 if collectors > 1:
                     cfg["shared_group"] = "bench"
