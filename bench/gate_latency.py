@@ -9,6 +9,9 @@
   motor relay's pin change;
 - ``in_process``, ``photocell_reversal``: the photocell pin going active while closing, to the
   open relay's pin change (the safety path: gpiozero callback, machine, interlock, relays);
+- ``in_process_pulse``, ``open`` / ``photocell_stop``: the same with ``motor_output = "pulse"``, to
+  the rising edge of the pulse output (the stop pulse of a reversal); its pulse timers run on a
+  virtual clock, so the bench does not wait out real pulses;
 - ``unix_socket``, ``open``: ``GateClient.open()`` in this process, through a real Unix socket
   and a ``GateServer`` thread (JSON both ways), to the relay's pin change; ``roundtrip_us`` is the
   time until the client has the server's reply.
@@ -37,12 +40,13 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from gate_firmware import BarrierState, GateConfig, GateController, Input
+from gate_firmware import BarrierState, GateConfig, GateController, Input, MotorOutput
 from gate_firmware.config import SUGGESTED_PINS
 from gate_firmware.remote import GateClient, GateServer
 from gate_firmware.simulator import set_contact
 
 CONFIG = GateConfig(travel_s=1.0, open_timeout_s=600.0, **SUGGESTED_PINS)
+PULSE_CONFIG = CONFIG.model_copy(update={"motor_output": MotorOutput.PULSE, "pulse_s": 0.3})
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -120,6 +124,62 @@ def in_process(runs: int) -> list[dict[str, Any]]:
     ]
 
 
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def in_process_pulse(runs: int) -> list[dict[str, Any]]:
+    factory = MockFactory()
+    for name in PULSE_CONFIG.input_pins():
+        set_contact(factory, PULSE_CONFIG, name, name is Input.LIMIT_CLOSED)
+    clock = VirtualClock()
+    gate = GateController(PULSE_CONFIG, pin_factory=factory, clock=clock, timer_thread=False)
+    pulse: MockPin = factory.pin(PULSE_CONFIG.pulse_pin)
+
+    def contact(name: Input, active: bool) -> None:
+        set_contact(factory, PULSE_CONFIG, name, active)
+
+    def later(pulses: int = 1) -> None:  # a pulse's length (or its pause), then its timers
+        for _ in range(pulses):
+            clock.now += PULSE_CONFIG.pulse_s
+            gate.tick()
+
+    opened, stopped = [], []
+    try:
+        for _ in range(runs):
+            opened.append(Rig.timed(pulse, gate.open))
+            later()
+            contact(Input.LIMIT_CLOSED, False)
+            contact(Input.LIMIT_OPEN, True)  # the barrier's controller stops there by itself
+            later()
+            gate.close_barrier()
+            later()
+            contact(Input.LIMIT_OPEN, False)
+            later()
+            stopped.append(Rig.timed(pulse, lambda: contact(Input.PHOTOCELL, True)))  # stop, then open
+            contact(Input.PHOTOCELL, False)
+            later(4)
+            contact(Input.LIMIT_OPEN, True)
+            later()
+            gate.close_barrier()
+            later()
+            contact(Input.LIMIT_OPEN, False)
+            contact(Input.LIMIT_CLOSED, True)
+            later()
+            assert gate.state is BarrierState.CLOSED and not pulse.state
+    finally:
+        gate.close()
+        factory.reset()
+    return [
+        figures("in_process_pulse", "open", opened),
+        figures("in_process_pulse", "photocell_stop", stopped),
+    ]
+
+
 def unix_socket(runs: int) -> dict[str, Any]:
     factory = MockFactory()
     with tempfile.TemporaryDirectory() as folder:
@@ -161,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     env = {"python": platform.python_version(), "machine": platform.machine()}
-    for line in [*in_process(args.runs), unix_socket(args.socket_runs)]:
+    for line in [*in_process(args.runs), *in_process_pulse(args.runs), unix_socket(args.socket_runs)]:
         print(json.dumps({**line, **env}), flush=True)
     return 0
 

@@ -13,20 +13,33 @@ from gate_firmware.controller import GateController, Snapshot
 from gate_firmware.hardware import BarrierMotor, ContactInput, GateDevices, VehicleLoop
 from gate_firmware.machine import BarrierMachine, Counts, Step, Trigger
 from gate_firmware.passages import PassageTracker
-from gate_firmware.states import BarrierEvent, BarrierState, FaultReason, Input
+from gate_firmware.states import (
+    Alarm,
+    BarrierEvent,
+    BarrierState,
+    EdgeLostPolicy,
+    FaultReason,
+    Input,
+    Light,
+    MotorOutput,
+)
 
 __all__ = [
+    "Alarm",
     "BarrierEvent",
     "BarrierMachine",
     "BarrierMotor",
     "BarrierState",
     "ContactInput",
     "Counts",
+    "EdgeLostPolicy",
     "FaultReason",
     "GateConfig",
     "GateController",
     "GateDevices",
     "Input",
+    "Light",
+    "MotorOutput",
     "PassageTracker",
     "PinName",
     "Snapshot",

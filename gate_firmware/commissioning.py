@@ -2,15 +2,20 @@
 
 Run it with the lane closed to traffic and the edge service stopped (it claims the same pins).
 It prints one JSON line per input (``{"input", "pin", "active", "normally_closed"}``) and then one
-per output pulse, in the order lamp, open, close::
+per output pulse, the harmless ones first (lamp, light_red, light_green, buzzer), then the motor
+(open, close; or pulse)::
 
     {"output": "open", "pin": "GPIO17", "on_s": 0.5, "limit_reached": false,
      "inputs_before": [...], "inputs_after": [...], "ok": true}
 
 A motor pulse stops early when the limit switch of its direction closes. The close relay is never
 pulsed while the safety zone (loop_b, photocell) or the emergency input is active (``"refused"``);
-a pulse toward a limit switch that is already closed is skipped. ``dry_run`` only prints the plan
-(``{"dry_run": true, ...}``) and touches no pin.
+a pulse toward a limit switch that is already closed is skipped. With a pulse output
+(``motor_output = "pulse"``) one pulse of ``seconds`` steps the barrier's own controller; then it
+watches up to ``travel_limit_s`` for a limit switch (``"limit_reached"``, ``"limit"``, ``"travel_s"``), and
+sends a second (stop) pulse if the safety zone becomes occupied meanwhile. It is refused while the
+zone or the emergency input is active unless the arm is down (its next move is up).
+``dry_run`` only prints the plan (``{"dry_run": true, ...}``) and touches no pin.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ _POLL_S = 0.005
 
 
 def outputs_to_pulse(config: GateConfig, pin: str | None) -> list[str]:
-    """The outputs ``--pin`` names: an output name (open, close, lamp) or its configured pin;
-    every fitted output when None. Raises ValueError naming the choices."""
+    """The outputs ``--pin`` names: an output name (open, close, pulse, lamp, light_red,
+    light_green, buzzer) or its configured pin; every fitted output when None. Raises ValueError
+    naming the choices."""
     fitted = config.output_pins()
-    if pin is None:  # the harmless one first; open then close leaves the arm where it was
-        return [name for name in ("lamp", "open", "close") if name in fitted]
+    if pin is None:  # the harmless ones first; open then close leaves the arm where it was
+        order = ("lamp", "light_red", "light_green", "buzzer", "open", "close", "pulse")
+        return [name for name in order if name in fitted]
     if pin in fitted:
         return [pin]
     for name, configured in fitted.items():
@@ -74,20 +81,23 @@ def run_test_pulse(
             emit({"input": name.value, "pin": pin_key(pin), "active": levels[name],
                   "normally_closed": config.is_normally_closed(name)})  # fmt: skip
         for output in outputs:
-            result = {"output": output, "pin": pin_key(fitted[output]), **_pulse(devices, output, seconds)}
+            pulsed = _pulse(devices, output, seconds, config.travel_limit_s)
+            result = {"output": output, "pin": pin_key(fitted[output]), **pulsed}
             refused += "refused" in result
             emit(result)
     return 1 if refused else 0
 
 
-def _pulse(devices: GateDevices, output: str, seconds: float) -> dict[str, Any]:
+def _pulse(devices: GateDevices, output: str, seconds: float, travel_limit_s: float) -> dict[str, Any]:
     before = _active(devices)
-    if output == "lamp":
-        assert devices.lamp is not None
-        devices.lamp.on()
+    if output == "pulse":
+        return _step_pulse(devices, seconds, travel_limit_s)
+    if devices.motor is None or output not in ("open", "close"):
+        single = devices.outputs()[output]
+        single.on()
         started = time.monotonic()
         time.sleep(seconds)
-        devices.lamp.off()
+        single.off()
         return {"on_s": round(time.monotonic() - started, 3), "ok": True}
     limit = Input.LIMIT_OPEN if output == "open" else Input.LIMIT_CLOSED
     if limit in before:
@@ -115,6 +125,40 @@ def _pulse(devices: GateDevices, output: str, seconds: float) -> dict[str, Any]:
     on_s = round(time.monotonic() - started, 3)
     return {"on_s": on_s, "limit_reached": stopped_by == limit.value, "stopped_by": stopped_by,
             "inputs_before": sorted(before), "inputs_after": sorted(_active(devices)), "ok": True}  # fmt: skip
+
+
+def _step_pulse(devices: GateDevices, seconds: float, travel_limit_s: float) -> dict[str, Any]:
+    """One pulse into the barrier controller's step-by-step input; watch where the arm goes."""
+    assert devices.pulse is not None
+    before = _active(devices)
+    blocking = sorted(before & (SAFETY_ZONE | {Input.EMERGENCY}))
+    if blocking and Input.LIMIT_CLOSED not in before:
+        return {"refused": f"{', '.join(blocking)} active: the next step may bring the arm down",
+                "inputs_before": sorted(before), "ok": False}  # fmt: skip
+    ends = {Input.LIMIT_OPEN, Input.LIMIT_CLOSED}
+    started = time.monotonic()
+    devices.pulse.on()
+    time.sleep(seconds)
+    devices.pulse.off()
+    on_s = round(time.monotonic() - started, 3)
+    reached, stopped_by = None, None
+    while time.monotonic() - started < travel_limit_s:
+        now_active = _active(devices)
+        if arrived := (now_active - before) & ends:
+            reached = arrived.pop().value
+            break
+        if Input.LIMIT_CLOSED not in before and now_active & SAFETY_ZONE:
+            stopped_by = ", ".join(sorted(now_active & SAFETY_ZONE))
+            time.sleep(max(0.0, seconds - (time.monotonic() - started - on_s)))
+            devices.pulse.on()  # the controller's next step is "stop"
+            time.sleep(seconds)
+            devices.pulse.off()
+            break
+        time.sleep(_POLL_S)
+    return {"on_s": on_s, "limit_reached": reached is not None, "limit": reached,
+            "travel_s": round(time.monotonic() - started, 3),
+            "stopped_by": stopped_by, "inputs_before": sorted(before),
+            "inputs_after": sorted(_active(devices)), "ok": True}  # fmt: skip
 
 
 def _active(devices: GateDevices) -> set[Input]:

@@ -22,7 +22,7 @@ from gpiozero.pins import Factory
 from gate_firmware.config import GateConfig
 from gate_firmware.hardware import GateDevices
 from gate_firmware.machine import BarrierMachine, Counts, Step, Trigger
-from gate_firmware.states import BarrierEvent, BarrierState, FaultReason, Input
+from gate_firmware.states import Alarm, BarrierEvent, BarrierState, FaultReason, Input, Light
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,12 @@ class Snapshot:
     state: BarrierState
     motor_open: bool
     motor_close: bool
+    pulse: bool
     lamp: bool
+    light: Light
+    buzzer: bool
+    auto_close: bool
+    alarms: frozenset[Alarm]
     inputs: frozenset[Input]
     counts: Counts
     fault: FaultReason | None
@@ -51,21 +56,37 @@ class Snapshot:
     @classmethod
     def of_step(cls, step: Step) -> Snapshot:
         return cls(
-            step.state, step.motor_open, step.motor_close, step.lamp, step.inputs, step.counts,
-            step.fault, step.at, step.trigger, step.event,
+            step.state, step.motor_open, step.motor_close, step.pulse, step.lamp, step.light, step.buzzer,
+            step.auto_close, step.alarms, step.inputs, step.counts, step.fault, step.at, step.trigger,
+            step.event,
+        )  # fmt: skip
+
+    @classmethod
+    def of_machine(cls, machine: BarrierMachine, at: float) -> Snapshot:
+        m = machine
+        return cls(
+            m.state, m.motor_open, m.motor_close, m.pulse, m.lamp, m.light, m.buzzer, m.auto_close,
+            m.alarms, m.inputs, m.counts, m.fault, at,
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON types: enums as their values, inputs as a sorted list, counts flattened."""
+        """Plain JSON types: enums as their values, inputs and alarms as sorted lists, counts
+        flattened. ``event`` is null, ``entry``, ``exit``, ``tailgate``, ``reversal``,
+        ``fault:<reason>`` or ``cleared:<alarm>``."""
         return {
             "at": self.at,
             "state": self.state.value,
             "motor_open": self.motor_open,
             "motor_close": self.motor_close,
+            "pulse": self.pulse,
             "lamp": self.lamp,
+            "light": self.light.value,
+            "buzzer": self.buzzer,
             **asdict(self.counts),
             "event": self.event and self.event.value,
             "fault": self.fault and self.fault.value,
+            "alarms": sorted(alarm.value for alarm in self.alarms),
+            "auto_close": self.auto_close,
             "trigger": self.trigger and self.trigger.value,
             "inputs": sorted(name.value for name in self.inputs),
         }
@@ -77,7 +98,12 @@ class Snapshot:
             BarrierState(data["state"]),
             bool(data["motor_open"]),
             bool(data["motor_close"]),
+            bool(data["pulse"]),
             bool(data["lamp"]),
+            Light(data["light"]),
+            bool(data["buzzer"]),
+            bool(data["auto_close"]),
+            frozenset(Alarm(name) for name in data["alarms"]),
             frozenset(Input(name) for name in data["inputs"]),
             Counts(**{name: int(data[name]) for name in Counts.__dataclass_fields__}),
             FaultReason(data["fault"]) if data["fault"] else None,
@@ -143,6 +169,14 @@ class GateController:
         """Lower the barrier now, unless something is in its path (thread-safe)."""
         self._command("close", reason, self._machine_close)
 
+    def heartbeat(self) -> None:
+        """The edge application is alive (thread-safe). Call it more often than the config's
+        ``edge_heartbeat_s``; without that setting it does nothing."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the gate controller is closed")
+            self._feed(self._machine_heartbeat)
+
     def tick(self) -> None:
         """Fire the machine's due timers now. The timer thread does this by itself; with
         ``timer_thread=False`` the caller does, after moving the clock."""
@@ -187,6 +221,11 @@ class GateController:
             return self._machine.fault
 
     @property
+    def alarms(self) -> frozenset[Alarm]:
+        with self._cond:
+            return self._machine.alarms
+
+    @property
     def next_deadline(self) -> float | None:
         """When the machine next has something timed to do (the controller's clock), or None."""
         with self._cond:
@@ -198,10 +237,7 @@ class GateController:
 
     def snapshot(self) -> Snapshot:
         with self._cond:
-            m = self._machine
-            return Snapshot(
-                m.state, m.motor_open, m.motor_close, m.lamp, m.inputs, m.counts, m.fault, self._clock()
-            )
+            return Snapshot.of_machine(self._machine, self._clock())
 
     # -- inside ---------------------------------------------------------------------------------
 
@@ -210,6 +246,9 @@ class GateController:
 
     def _machine_close(self, now: float) -> list[Step]:
         return self._machine.close_command(now)
+
+    def _machine_heartbeat(self, now: float) -> list[Step]:
+        return self._machine.heartbeat(now)
 
     def _machine_tick(self, now: float) -> list[Step]:
         return self._machine.tick(now)
@@ -243,9 +282,16 @@ class GateController:
             self._cond.notify_all()  # the next deadline may have moved
 
     def _carry_out(self, step: Step) -> None:
-        self._devices.drive(motor_open=step.motor_open, motor_close=step.motor_close, lamp=step.lamp)
+        self._devices.drive(
+            motor_open=step.motor_open,
+            motor_close=step.motor_close,
+            lamp=step.lamp,
+            pulse=step.pulse,
+            light=step.light,
+            buzzer=step.buzzer,
+        )
         log.log(
-            logging.WARNING if step.event is BarrierEvent.FAULT else logging.INFO,
+            logging.WARNING if step.event is not None and step.event.is_fault else logging.INFO,
             "barrier %s after %s%s%s (in %d, out %d)",
             step.state,
             step.trigger,

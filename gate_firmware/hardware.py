@@ -1,4 +1,5 @@
-"""The barrier's GPIO devices (gpiozero): input contacts, the two motor relays and the lamp.
+"""The barrier's GPIO devices (gpiozero): input contacts, the two motor relays (or one pulse
+output), the lamp, the traffic light and the buzzer.
 
 Like gpiozero's own devices, each class takes a keyword-only ``pin_factory`` (None: gpiozero's
 default) and hands it to every device it makes, so tests can run on ``MockFactory`` pins.
@@ -19,7 +20,7 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
 from gate_firmware.config import GateConfig, PinName
-from gate_firmware.states import Input
+from gate_firmware.states import Input, Light, MotorOutput
 
 
 class ContactInput(DigitalInputDevice):
@@ -139,26 +140,38 @@ class BarrierMotor:
 
 class GateDevices:
     """Every device of one barrier, made from its :class:`GateConfig`: ``inputs`` (the fitted
-    ones, by name), ``motor`` and ``lamp`` (None if not fitted). Closing it releases them all."""
+    ones, by name); ``motor`` (the two relays) or ``pulse`` (the one pulse output), as
+    ``motor_output`` says; ``lamp``, ``light_red``, ``light_green`` and ``buzzer`` (None if not
+    fitted). Closing it releases them all."""
 
     def __init__(self, config: GateConfig, *, pin_factory: Factory | None = None) -> None:
         with ExitStack() as undo:  # a pin that cannot be claimed releases the ones made before it
-            self.motor = BarrierMotor(
-                config.open_pin,
-                config.close_pin,
-                active_high=config.relay_active_high,
-                pin_factory=pin_factory,
-            )
-            undo.callback(self.motor.close)
-            self.lamp: DigitalOutputDevice | None = None
-            if config.lamp_pin is not None:
-                self.lamp = DigitalOutputDevice(
-                    config.lamp_pin,
+
+            def output(pin: PinName | None) -> DigitalOutputDevice | None:
+                if pin is None:
+                    return None
+                device = DigitalOutputDevice(
+                    pin, active_high=config.relay_active_high, initial_value=False, pin_factory=pin_factory
+                )
+                undo.callback(device.close)
+                return device
+
+            self.motor: BarrierMotor | None = None
+            self.pulse: DigitalOutputDevice | None = None
+            if config.motor_output is MotorOutput.RELAYS:
+                self.motor = BarrierMotor(
+                    config.open_pin,
+                    config.close_pin,
                     active_high=config.relay_active_high,
-                    initial_value=False,
                     pin_factory=pin_factory,
                 )
-                undo.callback(self.lamp.close)
+                undo.callback(self.motor.close)
+            else:
+                self.pulse = output(config.pulse_pin)
+            self.lamp = output(config.lamp_pin)
+            self.light_red = output(config.light_red_pin)
+            self.light_green = output(config.light_green_pin)
+            self.buzzer = output(config.buzzer_pin)
             self.inputs: dict[Input, ContactInput] = {}
             for name, pin in config.input_pins().items():
                 kind = VehicleLoop if name in (Input.LOOP_A, Input.LOOP_B) else ContactInput
@@ -171,6 +184,13 @@ class GateDevices:
                 undo.callback(self.inputs[name].close)
             undo.pop_all()
 
+    def outputs(self) -> dict[str, DigitalOutputDevice]:
+        """The fitted single outputs by name (``pulse``, ``lamp``, ``light_red``, ...), not the
+        motor relays."""
+        named = {"pulse": self.pulse, "lamp": self.lamp, "light_red": self.light_red,
+                 "light_green": self.light_green, "buzzer": self.buzzer}  # fmt: skip
+        return {name: device for name, device in named.items() if device is not None}
+
     def levels(self) -> dict[Input, bool]:
         """Which fitted inputs are active now."""
         return {name: bool(device.is_active) for name, device in self.inputs.items()}
@@ -181,14 +201,39 @@ class GateDevices:
             device.when_activated = _bind(callback, name, True)
             device.when_deactivated = _bind(callback, name, False)
 
-    def drive(self, *, motor_open: bool, motor_close: bool, lamp: bool) -> None:
-        self.motor.drive(motor_open=motor_open, motor_close=motor_close)
+    def drive(
+        self,
+        *,
+        motor_open: bool,
+        motor_close: bool,
+        lamp: bool,
+        pulse: bool = False,
+        light: Light = Light.RED,
+        buzzer: bool = False,
+    ) -> None:
+        """Set every fitted output; the motor first. With a pulse output, ``motor_open`` and
+        ``motor_close`` are not wired anywhere (the machine turned them into ``pulse``)."""
+        if self.motor is not None:
+            self.motor.drive(motor_open=motor_open, motor_close=motor_close)
+        if self.pulse is not None:
+            self.pulse.value = pulse
+        if self.light_green is not None and light is Light.RED:
+            self.light_green.off()  # green off before red on: never both, never neither for long
+        if self.light_red is not None:
+            self.light_red.value = light is Light.RED
+        if self.light_green is not None:
+            self.light_green.value = light is Light.GREEN
         if self.lamp is not None:
             self.lamp.value = lamp
+        if self.buzzer is not None:
+            self.buzzer.value = buzzer
 
     def stop(self) -> None:
-        """Motor off (the lamp stays as it is)."""
-        self.motor.stop()
+        """Motor relays (or the pulse output) off; the lamp and the light stay as they are."""
+        if self.motor is not None:
+            self.motor.stop()
+        if self.pulse is not None:
+            self.pulse.off()
 
     def __enter__(self) -> Self:
         return self
@@ -199,14 +244,15 @@ class GateDevices:
         self.close()
 
     def close(self) -> None:
-        """Motor and lamp off, every pin released. Safe to call again."""
+        """Every output off, every pin released. Safe to call again."""
         for device in self.inputs.values():
             device.close()
-        if self.lamp is not None:
-            if not self.lamp.closed:
-                self.lamp.off()
-            self.lamp.close()
-        self.motor.close()
+        for single in self.outputs().values():
+            if not single.closed:
+                single.off()  # a released pin may keep driving its last level
+            single.close()
+        if self.motor is not None:
+            self.motor.close()
 
 
 def _bind(callback: Callable[[Input, bool], None], name: Input, active: bool) -> Callable[[], None]:

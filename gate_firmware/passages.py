@@ -1,13 +1,22 @@
 """Entries and exits from two loops: a vehicle shows up on one loop and leaves from the other.
 
 ``loop_a`` is the outer loop, ``loop_b`` the one under/after the arm. A vehicle that first covers
-loop_a and last leaves loop_b entered (``passage_in``); b then a is an exit (``passage_out``). One
-that leaves from the loop it came on backed away and is not counted.
+loop_a and last leaves loop_b entered (``entry``); b then a is an exit (``exit``). One that
+leaves from the loop it came on backed away and is not counted. Whether a passage was authorised
+(``entry``/``exit``) or not (``tailgate``) is the machine's business; this only tells direction.
 
-The loops must lie so close that a car always covers part of both at once: a vehicle that is
-never on both (a gap longer than it) is not counted. Vehicles bumper to bumper, keeping the
-first loop covered the whole time, count as one; a follower that arrives on the first loop after
-the vehicle ahead left it is told apart.
+What two presence loops can tell apart, and so what this counts exactly once per vehicle:
+
+- the loops lie so close that a car always covers part of both at once (a vehicle that is never
+  on both, a gap longer than it, is not counted);
+- each loop clears between two vehicles (a follower arrives on the first loop after the vehicle
+  ahead left it, e.g. while that one is still on the far loop): followers (tailgaters) are
+  counted one by one. Vehicles bumper to bumper, keeping the first loop covered the whole time,
+  count as one;
+- a vehicle does not come back onto its first loop after having cleared it and then back out
+  the way it came: that reads exactly like a passage with the next vehicle arriving on the first
+  loop, and is counted as one passage;
+- vehicles going opposite ways are not on the loops at the same time (one lane).
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from __future__ import annotations
 from gate_firmware.states import BarrierEvent, Input
 
 _LOOPS = (Input.LOOP_A, Input.LOOP_B)
-_PASSAGE = {Input.LOOP_A: BarrierEvent.PASSAGE_IN, Input.LOOP_B: BarrierEvent.PASSAGE_OUT}
+_PASSAGE = {Input.LOOP_A: BarrierEvent.ENTRY, Input.LOOP_B: BarrierEvent.EXIT}
 
 
 def _other(loop: Input) -> Input:
@@ -32,7 +41,8 @@ class PassageTracker:
         self._left_origin = False  # ... and then cleared the loop it came on
 
     def changed(self, loop: Input, occupied: bool) -> BarrierEvent | None:
-        """One loop became occupied or clear; returns the passage it completed, if any."""
+        """One loop became occupied or clear; returns the passage it completed (``ENTRY`` or
+        ``EXIT``), if any."""
         if loop not in _LOOPS:
             raise ValueError(f"{loop} is not a vehicle loop")
         if self._occupied[loop] == occupied:

@@ -2,19 +2,21 @@
 
 ``parkgate gate serve --config FILE --socket PATH`` runs a :class:`GateController` and a
 :class:`GateServer`; another process (the edge) holds a :class:`GateClient`, which offers the
-controller's own surface: ``open(reason)``, ``close_barrier(reason)``, ``state``, ``counts``,
-``snapshot()``, ``close()``.
+controller's own surface: ``open(reason)``, ``close_barrier(reason)``, ``heartbeat()``,
+``state``, ``counts``, ``snapshot()``, ``close()``.
 
 Protocol, one UTF-8 JSON object per line (at most 64 KiB) each way:
 
 - client to server: ``{"cmd": "open", "id": "c1", "reason": "space_free"}``; ``cmd`` is ``open``,
-  ``close`` (lower the barrier) or ``snapshot``; ``id`` (string or number) comes back in the reply.
+  ``close`` (lower the barrier), ``heartbeat`` (the edge application is alive; see
+  ``edge_heartbeat_s``) or ``snapshot``; ``id`` (string or number) comes back in the reply.
 - server to client: ``{"type": "snapshot", ...}`` on connecting and after every step of the
   machine (the fields of :meth:`Snapshot.as_dict`: ``state``, ``motor_open``, ``motor_close``,
-  ``lamp``, ``count_in``, ``count_out``, ``reversals``, ``faults``, ``event``, ``fault``,
-  ``trigger``, ``inputs``, ``at``), and one reply per command, after the snapshots it caused:
-  ``{"type": "reply", "id": "c1", "ok": true, "snapshot": {...}}`` or
-  ``{"type": "reply", "id": "c1", "ok": false, "error": "unknown command 'lift' (expected open, close, snapshot)"}``.
+  ``pulse``, ``lamp``, ``light``, ``buzzer``, ``count_in``, ``count_out``, ``tailgates``,
+  ``reversals``, ``faults``, ``event``, ``fault``, ``alarms``, ``auto_close``, ``trigger``,
+  ``inputs``, ``at``), and one reply per command, after the snapshots it caused:
+  ``{"type": "reply", "id": "c1", "ok": true, "snapshot": {...}}`` or ``{"type": "reply", "id":
+  "c1", "ok": false, "error": "unknown command 'lift' (expected open, close, heartbeat, snapshot)"}``.
 
 A line that is not JSON, not a command, or too long gets an ``ok: false`` reply, is counted by
 reason in :attr:`GateServer.rejected` and logged; the connection goes on (a too-long line closes
@@ -60,7 +62,7 @@ class Command(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cmd: str = Field(description="what to do: open, close or snapshot")
+    cmd: str = Field(description="what to do: open, close, heartbeat or snapshot")
     id: str | int | None = Field(default=None, description="echoed in the reply")
     reason: str = Field(default="", max_length=200, description="why; logged by the controller")
 
@@ -92,6 +94,7 @@ class GateServer:
         self._handlers: dict[str, Callable[[str], None]] = {
             "open": controller.open,
             "close": controller.close_barrier,
+            "heartbeat": lambda _reason: controller.heartbeat(),
             "snapshot": lambda _reason: None,  # the reply carries the snapshot
         }
         asyncio.run(self._main(stop))
@@ -248,7 +251,7 @@ class GateClient:
     """The gate controller of another process, with the controller's surface.
 
     ``state``, ``counts`` and :meth:`snapshot` read the last snapshot the server sent (memory,
-    no IO); :meth:`open` and :meth:`close_barrier` send a command and wait up to ``timeout``
+    no IO); :meth:`open`, :meth:`close_barrier` and :meth:`heartbeat` send a command and wait up to ``timeout``
     seconds for its reply, raising :class:`GateCommandError` if it was refused, unanswered, or the
     connection is gone. ``on_change`` is called with every snapshot, in the reader thread.
     """
@@ -292,6 +295,10 @@ class GateClient:
     def close_barrier(self, reason: str = "") -> None:
         """Lower the barrier now, unless something is in its path."""
         self._command("close", reason)
+
+    def heartbeat(self) -> None:
+        """Tell the controller this process is alive (its ``edge_heartbeat_s``)."""
+        self._command("heartbeat", "")
 
     @property
     def state(self) -> BarrierState:

@@ -19,24 +19,28 @@ Script (JSON)::
     }
 
 - ``config`` (optional): gate config fields (``[gate]`` of the edge config). In a script the
-  photocell, button and emergency inputs are fitted (GPIO5, GPIO19, GPIO26) unless set to null.
+  photocell, button and emergency inputs, the traffic light and the buzzer are fitted (and the
+  pulse output, with ``"motor_output": "pulse"``) unless set to null.
 - ``barrier`` (optional): ``stuck`` — the arm never moves, so limit switches change only by steps;
   ``start`` — ``closed`` (default), ``open`` or ``between`` (no limit switch active).
 - ``until`` (optional): stop at this time; by default the run ends when nothing more is due.
 - ``steps``: ``t`` seconds from the start (numbers, never decreasing); ``input`` a command
-  (``open_command``, ``close_command``: no ``value``) or an input (``loop_a``, ``loop_b``,
-  ``photocell``, ``limit_open``, ``limit_closed``, ``button``, ``emergency``: ``value`` true =
-  active, false = inactive, required). A step on a limit switch overrides the simulated arm's.
+  (``open_command``, ``close_command``, ``heartbeat`` — the edge application's: no ``value``) or an
+  input (``loop_a``, ``loop_b``, ``photocell``, ``limit_open``, ``limit_closed``, ``button``,
+  ``emergency``: ``value`` true = active, false = inactive, required). A step on a limit switch
+  overrides the simulated arm's.
 
-Output: one JSON object per change (a step that changed the state, an output or a count, or
-reported an event), the first one being where the gate starts (``trigger`` ``start``)::
+Output: one JSON object per change (a step that changed the state, an output, a count or an
+alarm, or reported an event), the first one being where the gate starts (``trigger`` ``start``)::
 
-    {"t": 0.5, "state": "OPENING", "motor_open": true, "motor_close": false, "lamp": true,
-     "count_in": 0, "count_out": 0, "reversals": 0, "faults": 0, "event": null, "fault": null,
+    {"t": 0.5, "state": "OPENING", "motor_open": true, "motor_close": false, "pulse": false,
+     "lamp": true, "light": "red", "buzzer": true, "count_in": 0, "count_out": 0, "tailgates": 0,
+     "reversals": 0, "faults": 0, "event": null, "fault": null, "alarms": [], "auto_close": true,
      "trigger": "open_command", "inputs": ["limit_closed", "loop_a"]}
 
-``event`` is ``passage_in``, ``passage_out``, ``reversal``, ``fault`` or null; ``fault`` the
-reason while faulted (``travel_timeout``, ``wrong_limit``, ``arm_moved``, ``both_limits``).
+``event`` is null or ``entry``, ``exit``, ``tailgate``, ``reversal``, ``fault:<reason>``
+(``travel_timeout``, ``wrong_limit``, ``arm_moved``, ``both_limits``, and the alarms
+``safety_stuck``, ``edge_lost``) or ``cleared:<alarm>``; ``fault`` the reason while faulted.
 """
 
 from __future__ import annotations
@@ -55,10 +59,11 @@ from gate_firmware.controller import GateController, Snapshot
 from gate_firmware.simulator import SimulatedBarrier, Start
 from gate_firmware.states import Input
 
-COMMANDS = ("open_command", "close_command")
+COMMANDS = ("open_command", "close_command", "heartbeat")
 INPUTS = tuple(name.value for name in Input)
 _STEP_KEYS = {"t", "input", "value"}
 _STARTS = ("closed", "open", "between")
+_NOT_A_CHANGE = {"t", "event", "trigger", "inputs"}  # a line is printed when anything else changes
 _MAX_CHANGES = 1_000_000  # a script that never settles is a bug, not a reason to hang
 
 
@@ -119,15 +124,16 @@ def run_script(script: Script) -> Iterator[dict[str, Any]]:
     gate = GateController(
         script.config, pin_factory=factory, on_change=seen.append, clock=clock, timer_thread=False
     )
-    last: tuple[Any, ...] | None = None
+    last: tuple[Any, ...] | None = None  # what the last line printed showed
     try:
         pending = list(script.steps)
         for _ in range(_MAX_CHANGES):
             for snap in seen:
-                key = (snap.state, snap.motor_open, snap.motor_close, snap.lamp, snap.counts, snap.fault)
+                line = _line(snap)
+                key = tuple(value for name, value in line.items() if name not in _NOT_A_CHANGE)
                 if key != last or snap.event is not None:
                     last = key
-                    yield _line(snap)
+                    yield line
             seen.clear()
             due = [t for t in (pending[0].t if pending else None, gate.next_deadline, barrier.next_due()) if
                    t is not None]  # fmt: skip
@@ -159,6 +165,8 @@ def _apply(step: ScriptStep, gate: GateController, barrier: SimulatedBarrier) ->
         gate.open(f"script t={step.t}")
     elif step.input == "close_command":
         gate.close_barrier(f"script t={step.t}")
+    elif step.input == "heartbeat":
+        gate.heartbeat()
     else:
         assert step.value is not None
         barrier.set_input(Input(step.input), step.value)

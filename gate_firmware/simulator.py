@@ -2,8 +2,10 @@
 
 :class:`SimulatedBarrier` watches the two motor relays (as the controller drives them) and moves
 an arm between closed (0) and open (1) in ``travel_s``: the limit switch it leaves opens as soon as
-the motor starts, the one it reaches closes when it gets there. ``stuck=True`` is an arm that does
-not move (the limit switches then change only when something calls :meth:`set_input`).
+the motor starts, the one it reaches closes when it gets there. With ``motor_output = "pulse"`` it
+is a barrier with its own motor controller instead: each rising edge of the pulse output steps it
+open -> stop -> close -> stop, and it stops by itself at either end. ``stuck=True`` is an arm that
+does not move (the limit switches then change only when something calls :meth:`set_input`).
 
 Every pin of the gate is a :class:`WiredPin`: an input follows the contact wired to it (closed:
 low; open: whatever the Pi's pull-up makes it), an output tells its listeners each change. The
@@ -30,7 +32,7 @@ from typing import Literal, Self
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from gate_firmware.config import GateConfig, PinName
-from gate_firmware.states import Input
+from gate_firmware.states import Input, MotorOutput
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +162,20 @@ class SimulatedBarrier:
         self._stopped = False
         self._position = {"closed": 0.0, "open": 1.0, "between": 0.5}[start]
         self._direction = 0  # +1 up, -1 down, 0 still
+        self._next = -1 if start == "open" else +1  # pulse: where the next pulse from still goes
+        self.pulses = 0  # rising edges seen on the pulse output
         self._since = clock()
         self._due: list[tuple[float, Input, bool]] = []  # limit switch changes, in time order
-        self._relays = {
-            wired_pin(factory, config.open_pin): +1,
-            wired_pin(factory, config.close_pin): -1,
-        }
+        self._relays: dict[WiredPin, int] = {}
+        self._pulse: WiredPin | None = None
+        if config.motor_output is MotorOutput.RELAYS:
+            self._relays = {
+                wired_pin(factory, config.open_pin): +1,
+                wired_pin(factory, config.close_pin): -1,
+            }
+        else:
+            assert config.pulse_pin is not None
+            self._pulse = wired_pin(factory, config.pulse_pin)
         for name, pin in config.input_pins().items():
             wired_pin(factory, pin)
             self.set_input(name, False)
@@ -174,6 +184,9 @@ class SimulatedBarrier:
         for relay in self._relays:
             relay.listeners.append(self._relay_changed)
             relay.on_release.append(self._stop)
+        if self._pulse is not None:
+            self._pulse.listeners.append(self._pulse_changed)
+            self._pulse.on_release.append(self._stop)
         self._thread: threading.Thread | None = None
         if realtime:
             self._thread = threading.Thread(target=self._run, name="barrier-sim", daemon=True)
@@ -213,6 +226,8 @@ class SimulatedBarrier:
                 self._move_to(at)
                 if active:  # arrived: exactly at the end, whatever the rounding
                     self._position = 1.0 if name is Input.LIMIT_OPEN else 0.0
+                    if self._pulse is not None:  # its own controller stops the motor there
+                        self._next, self._direction = -self._direction or self._next, 0
             self.set_input(name, active)  # outside the lock: the controller reacts to it at once
 
     # -- inside -------------------------------------------------------------------------------------
@@ -232,6 +247,21 @@ class SimulatedBarrier:
                 return
             self._direction = direction
             self._due = [] if self.stuck else self._travel(now, direction)
+            self._cond.notify_all()
+
+    def _pulse_changed(self, _pin: WiredPin, level: bool) -> None:
+        """The pulse output changed: a rising edge steps the barrier controller's sequence."""
+        if level != self.config.relay_active_high:
+            return
+        with self._cond:
+            now = self._clock()
+            self._move_to(now)
+            self.pulses += 1
+            if self._direction:
+                self._next, self._direction = -self._direction, 0
+            else:
+                self._direction = self._next
+            self._due = [] if self.stuck else self._travel(now, self._direction)
             self._cond.notify_all()
 
     def _travel(self, now: float, direction: int) -> list[tuple[float, Input, bool]]:

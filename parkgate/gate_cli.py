@@ -3,9 +3,13 @@
 - ``parkgate gate simulate --script FILE.json``: runs the real controller on simulated pins and a
   simulated arm, in virtual time, and prints one JSON line per change::
 
-      {"t": 0.5, "state": "OPENING", "motor_open": true, "motor_close": false, "lamp": true,
-       "count_in": 0, "count_out": 0, "reversals": 0, "faults": 0, "event": null, "fault": null,
+      {"t": 0.5, "state": "OPENING", "motor_open": true, "motor_close": false, "pulse": false,
+       "lamp": true, "light": "red", "buzzer": true, "count_in": 0, "count_out": 0, "tailgates": 0,
+       "reversals": 0, "faults": 0, "event": null, "fault": null, "alarms": [], "auto_close": true,
        "trigger": "open_command", "inputs": ["limit_closed", "loop_a"]}
+
+  ``event`` is null, ``entry``, ``exit``, ``tailgate``, ``reversal``, ``fault:<reason>`` or
+  ``cleared:<alarm>``.
 
   The script is ``{"config": {...}, "barrier": {"stuck": false, "start": "closed"}, "until": S,
   "steps": [{"t": 0.0, "input": "loop_a", "value": true}, {"t": 1.0, "input": "open_command"}]}``
@@ -37,7 +41,7 @@ def add_gate_commands(sub: Any) -> None:
         "gate",
         help="the barrier controller: simulate a script, commissioning pulses, serve it on a socket",
         description="The barrier controller (gate_firmware): loops, photocell, limit switches, button, "
-        "emergency input, motor relays and lamp.",
+        "emergency input; motor relays or pulse output, lamp, traffic light, buzzer.",
     )
     actions = gate.add_subparsers(dest="gate", required=True, metavar="ACTION")
 
@@ -45,10 +49,13 @@ def add_gate_commands(sub: Any) -> None:
         "simulate",
         help="run a gate script in virtual time; one JSON line per change",
         description='Runs the controller on simulated pins with a simulated arm. Prints per change {"t", '
-        '"state", "motor_open", "motor_close", "lamp", "count_in", "count_out", "reversals", "faults", '
-        '"event", "fault", "trigger", "inputs"}. Script: {"config": {...}, "barrier": {"stuck": false, '
-        '"start": "closed"}, "until": S, "steps": [{"t": 0.0, "input": "loop_a", "value": true}, '
-        '{"t": 1.0, "input": "open_command"}]}.',
+        '"state", "motor_open", "motor_close", "pulse", "lamp", "light", "buzzer", "count_in", "count_out", '
+        '"tailgates", "reversals", "faults", "event", "fault", "alarms", "auto_close", "trigger", "inputs"}; '
+        'event is null, "entry", "exit", "tailgate", "reversal", "fault:<reason>" or "cleared:<alarm>". '
+        'Script: {"config": {...}, "barrier": {"stuck": false, "start": "closed"}, "until": S, "steps": '
+        '[{"t": 0.0, "input": "loop_a", "value": true}, {"t": 1.0, "input": "open_command"}]}; inputs: '
+        "open_command, close_command, heartbeat (no value), loop_a, loop_b, photocell, limit_open, "
+        "limit_closed, button, emergency (value true/false).",
     )
     simulate.add_argument("--script", type=Path, required=True, metavar="FILE.json", help="the gate script")
     simulate.set_defaults(func=_simulate)
@@ -56,13 +63,16 @@ def add_gate_commands(sub: Any) -> None:
     pulse = actions.add_parser(
         "test-pulse",
         help="commissioning: read every input and pulse the relays on the real pins",
-        description="Prints each input's level, then pulses the lamp, open and close relays in turn "
-        "(a motor pulse stops at its limit switch; the close relay is refused while loop_b, the photocell "
-        "or the emergency input is active). Stop the edge service first: it holds the same pins.",
+        description="Prints each input's level, then pulses the lamp, traffic light, buzzer, and the open "
+        "and close relays (or the pulse output) in turn (a motor pulse stops at its limit switch; the close "
+        "relay is refused while loop_b, the photocell or the emergency input is active). Stop the edge "
+        "service first: it holds the same pins.",
     )
     pulse.add_argument("--config", type=Path, help="TOML file with a [gate] table (default: built-in pins)")
     pulse.add_argument(
-        "--pin", metavar="NAME", help="only this output: open, close, lamp, or its pin (GPIO17)"
+        "--pin",
+        metavar="NAME",
+        help="only this output: open, close, pulse, lamp, light_red, light_green, buzzer, or its pin (GPIO17)",
     )
     pulse.add_argument(
         "--seconds",
@@ -77,8 +87,8 @@ def add_gate_commands(sub: Any) -> None:
     serve = actions.add_parser(
         "serve",
         help="serve the controller to another process over a Unix socket (JSON lines)",
-        description='Commands in: {"cmd": "open"|"close"|"snapshot", "id", "reason"}; out: {"type": '
-        '"snapshot", ...} after every change and {"type": "reply", "id", "ok", ...} per command.',
+        description='Commands in: {"cmd": "open"|"close"|"heartbeat"|"snapshot", "id", "reason"}; out: '
+        '{"type": "snapshot", ...} after every change and {"type": "reply", "id", "ok", ...} per command.',
     )
     serve.add_argument("--config", type=Path, required=True, help="TOML file with a [gate] table")
     serve.add_argument("--socket", type=Path, required=True, metavar="PATH", help="Unix socket to listen on")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gate_firmware import BarrierState, GateConfig, GateController, Input, Snapshot
+from gate_firmware import Alarm, BarrierState, GateConfig, GateController, Input, MotorOutput, Snapshot
 from gate_firmware.commissioning import dry_run, outputs_to_pulse, run_test_pulse
 from gate_firmware.config import SUGGESTED_PINS
 from gate_firmware.remote import GateClient, GateCommandError, GateServer
@@ -25,6 +25,7 @@ from gate_firmware.script import ScriptError, parse_script, run_script
 from gate_firmware.simulator import SimulatedBarrier
 
 CONTRACT = {"t", "state", "motor_open", "motor_close", "count_in", "count_out", "event"}
+STATES = {"CLOSED", "OPENING", "OPEN", "CLOSING", "STOPPED", "FAULT", "EMERGENCY_OPEN"}
 ENV = dict(os.environ, PARKGATE_LOG_LEVEL="WARNING")
 
 
@@ -102,7 +103,7 @@ def test_script_entry_counts_in_and_closes() -> None:
         (0.0, "CLOSED", None),
         (0.5, "OPENING", None),
         (2.5, "OPEN", None),
-        (4.0, "OPEN", "passage_in"),
+        (4.0, "OPEN", "entry"),
         (5.0, "CLOSING", None),
         (7.0, "CLOSED", None),
     ]
@@ -116,7 +117,7 @@ def test_script_photocell_reverses_and_a_stuck_arm_faults() -> None:
         {"t": 3, "input": "close_command"},
         {"t": 4, "input": "photocell", "value": True},
     ]
-    lines = simulate(steps, config={"travel_s": 2.0})
+    lines = simulate(steps, config={"travel_s": 2.0}, until=5.0)
     assert [(line["t"], line["state"], line["event"]) for line in lines][-3:] == [
         (3.0, "CLOSING", None),
         (4.0, "OPENING", "reversal"),
@@ -124,7 +125,7 @@ def test_script_photocell_reverses_and_a_stuck_arm_faults() -> None:
     ]
     stuck = simulate([{"t": 0, "input": "open_command"}], config={"travel_s": 1.0}, barrier={"stuck": True})
     assert (stuck[-1]["t"], stuck[-1]["state"], stuck[-1]["fault"], stuck[-1]["event"]) == (
-        3.0, "FAULT", "travel_timeout", "fault",
+        3.0, "FAULT", "travel_timeout", "fault:travel_timeout",
     )  # fmt: skip
 
 
@@ -161,6 +162,148 @@ def test_simulate_command_refuses_a_bad_script(tmp_path: Path, content: str, mes
     done = parkgate("gate", "simulate", "--script", str(script))
     assert (done.returncode, done.stdout) == (2, "")
     assert message in done.stderr
+
+
+def check_contract(lines: list[dict[str, Any]]) -> None:
+    """The outside contract of ``gate simulate``: these fields, these types, these names."""
+    for line in lines:
+        assert set(line) >= CONTRACT
+        assert isinstance(line["t"], float) and line["state"] in STATES
+        assert isinstance(line["motor_open"], bool) and isinstance(line["motor_close"], bool)
+        assert isinstance(line["count_in"], int) and isinstance(line["count_out"], int)
+        event = line["event"]
+        assert (
+            event is None
+            or event in ("entry", "exit", "tailgate", "reversal")
+            or (event.split(":")[0] in ("fault", "cleared") and len(event.split(":")) == 2)
+        ), event
+    assert [line["t"] for line in lines] == sorted(line["t"] for line in lines)
+
+
+def test_script_tailgate_is_counted_and_reported() -> None:
+    lines = simulate(
+        [
+            {"t": 0.0, "input": "loop_a", "value": True},
+            {"t": 0.5, "input": "open_command"},
+            {"t": 3.0, "input": "loop_b", "value": True},
+            {"t": 3.5, "input": "loop_a", "value": False},
+            {"t": 3.6, "input": "loop_a", "value": True},  # the next car, close behind
+            {"t": 4.0, "input": "loop_b", "value": False},
+            {"t": 4.5, "input": "loop_b", "value": True},
+            {"t": 5.0, "input": "loop_a", "value": False},
+            {"t": 5.5, "input": "loop_b", "value": False},
+        ],
+        config={"travel_s": 2.0, "close_delay_s": 1.0},
+    )
+    check_contract(lines)
+    assert [
+        (line["t"], line["event"], line["count_in"], line["light"]) for line in lines if line["event"]
+    ] == [
+        (4.0, "entry", 1, "red"),
+        (5.5, "tailgate", 2, "red"),
+    ]
+    assert (lines[-1]["state"], lines[-1]["count_in"], lines[-1]["tailgates"]) == ("CLOSED", 2, 1)
+
+
+def test_script_open_command_while_lowering_raises_at_once() -> None:
+    lines = simulate(
+        [
+            {"t": 0, "input": "open_command"},
+            {"t": 3, "input": "close_command"},
+            {"t": 3.5, "input": "open_command"},
+        ],
+        config={"travel_s": 2.0},
+        until=10,
+    )
+    check_contract(lines)
+    assert [(line["t"], line["state"], line["motor_open"], line["motor_close"]) for line in lines][3:6] == [
+        (3.0, "CLOSING", False, True),
+        (3.5, "OPENING", True, False),
+        (4.0, "OPEN", False, False),
+    ]
+
+
+def test_script_safety_sensor_stuck_disables_auto_close_until_a_close_command() -> None:
+    lines = simulate(
+        [
+            {"t": 0, "input": "open_command"},
+            {"t": 3, "input": "photocell", "value": True},
+            {"t": 20, "input": "photocell", "value": False},
+            {"t": 100, "input": "close_command"},
+        ],
+        config={"travel_s": 2.0, "safety_stuck_s": 10.0},
+    )
+    check_contract(lines)
+    changes = [(line["t"], line["state"], line["event"], line["auto_close"]) for line in lines[3:]]
+    assert changes == [
+        (13.0, "OPEN", "fault:safety_stuck", False),
+        (100.0, "CLOSING", "cleared:safety_stuck", True),  # not before: held open meanwhile
+        (102.0, "CLOSED", None, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "final"),
+    [("stay", ("OPEN", False)), ("open_hold", ("OPEN", False)), ("close_when_clear", ("CLOSED", True))],
+)
+def test_script_edge_heartbeat_lost(policy: str, final: tuple[str, bool]) -> None:
+    beats = [{"t": float(t), "input": "heartbeat"} for t in range(0, 20, 2)]
+    lines = simulate(
+        [{"t": 0, "input": "open_command"}, *beats[:2], {"t": 2.5, "input": "loop_b", "value": True}, *beats[2:],
+         {"t": 30, "input": "loop_b", "value": False}],
+        config={"travel_s": 2.0, "edge_heartbeat_s": 5.0, "on_edge_lost": policy},
+    )  # fmt: skip
+    check_contract(lines)
+    lost = [line for line in lines if line["event"] == "fault:edge_lost"]
+    assert [line["t"] for line in lost] == [23.0] and lost[0]["alarms"] == ["edge_lost"]
+    assert (lines[-1]["state"], lines[-1]["auto_close"]) == final
+    assert not any(line["motor_close"] and "loop_b" in line["inputs"] for line in lines)
+
+
+def test_script_pulse_output() -> None:
+    lines = simulate(
+        [{"t": 0, "input": "open_command"}, {"t": 3, "input": "close_command"}, {"t": 3.5, "input": "loop_b",
+         "value": True}, {"t": 4, "input": "loop_b", "value": False}],
+        config={"travel_s": 2.0, "motor_output": "pulse", "pulse_s": 0.2},
+    )  # fmt: skip
+    check_contract(lines)
+    edges = [(line["t"], line["pulse"]) for line in lines if line["trigger"] in ("pulse", "open_command",
+             "close_command", "zone_occupied")]  # fmt: skip
+    assert edges[:8] == [(0.0, True), (0.2, False), (3.0, True), (3.2, False), (3.5, True), (3.7, False),
+                         (3.9, True), (4.1, False)]  # fmt: skip
+    assert [line["event"] for line in lines if line["event"]] == ["reversal"]
+    assert lines[-1]["state"] == "CLOSED" and lines[-1]["faults"] == 0
+
+
+def write_script(tmp_path: Path, script: Any) -> Path:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([{"t": 0, "input": "open_command"}, {"t": 1, "input": "loop_a", "value": True, "speed": 3}],
+         "step 1: unknown key 'speed' (expected t, input, value)"),
+        ([{"t": 0, "input": "open_command"}, "loop_a at 1"],
+         'step 1: must be an object like {"t": 1.0, "input": "loop_a", "value": true} (got "loop_a at 1")'),
+        ([{"input": "open_command"}], "step 0: t is missing (seconds from the start)"),
+        ([{"t": 0, "input": "open_command"}, {"t": 1, "input": "door", "value": True}],
+         'step 1: unknown input "door" (expected one of open_command, close_command, heartbeat, loop_a, loop_b, '
+         "photocell, limit_open, limit_closed, button, emergency)"),
+        ([{"t": 0, "input": "open_command"}, {"t": 2, "input": "loop_a", "value": True},
+          {"t": 1.5, "input": "loop_b", "value": True}],
+         "step 2: t=1.5 is before the step ahead of it (t=2.0): times must not decrease"),
+        ([{"t": 0, "input": "heartbeat", "value": True}], "step 0: heartbeat is a command and takes no value"),
+    ],
+    ids=["unknown-key", "not-an-object", "no-time", "unknown-input", "time-goes-back", "value-on-command"],
+)  # fmt: skip
+def test_simulate_command_names_the_bad_step(tmp_path: Path, steps: list[Any], message: str) -> None:
+    done = parkgate("gate", "simulate", "--script", str(write_script(tmp_path, {"steps": steps})))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert message in done.stderr, done.stderr
+    assert "1 error(s) in script" in done.stderr
 
 
 # -- commissioning ----------------------------------------------------------------------------------------
@@ -223,6 +366,24 @@ def test_pulses_stop_at_the_limit_switch_and_close_is_refused_over_a_vehicle(
                       "limit_closed": True, "button": False, "emergency": False}  # fmt: skip
 
 
+def test_test_pulse_on_the_light_the_buzzer_and_a_pulse_output(mock_factory: MockFactory) -> None:
+    config = GateConfig(travel_s=0.05, motor_output=MotorOutput.PULSE, **SUGGESTED_PINS)
+    assert outputs_to_pulse(config, None) == ["lamp", "light_red", "light_green", "buzzer", "pulse"]
+    lines: list[dict[str, Any]] = []
+    with SimulatedBarrier(config, mock_factory) as barrier:
+        assert run_test_pulse(config, ["buzzer", "pulse"], 0.02, lines.append) == 0
+        assert (lines[-2]["output"], lines[-2]["pin"], lines[-2]["ok"]) == ("buzzer", "GPIO16", True)
+        pulse = lines[-1]
+        assert (pulse["output"], pulse["pin"], pulse["limit_reached"], pulse["limit"]) == (
+            "pulse", "GPIO12", True, "limit_open",
+        )  # fmt: skip
+        assert barrier.position == 1.0 and barrier.pulses == 1
+        barrier.set_input(Input.PHOTOCELL, True)  # the next step from the top would be "close"
+        assert run_test_pulse(config, ["pulse"], 0.02, lines.append) == 1
+        assert lines[-1]["refused"] == "photocell active: the next step may bring the arm down"
+        assert barrier.pulses == 1
+
+
 def test_outputs_to_pulse() -> None:
     config = GateConfig(lamp_pin=None)
     assert outputs_to_pulse(config, None) == ["open", "close"]
@@ -280,11 +441,34 @@ def test_client_has_the_controllers_surface(served: Served) -> None:
         wait_until(lambda: gate.state is BarrierState.CLOSED)
         gate.open()
         wait_until(lambda: gate.state is BarrierState.OPEN)
+        gate.heartbeat()  # accepted (this gate does not monitor it)
         gate.close_barrier("operator")
         assert gate.state is BarrierState.CLOSING
         assert gate.snapshot().motor_close
-    assert [s.event.value for s in seen if s.event] == ["passage_in"]
+    assert [s.event.value for s in seen if s.event] == ["entry"]
     assert not gate.connected
+
+
+def test_the_edge_heartbeat_through_the_socket(tmp_path: Path, mock_factory: MockFactory) -> None:
+    config = GateConfig(travel_s=0.05, edge_heartbeat_s=0.1, on_edge_lost="open_hold", **SUGGESTED_PINS)
+    path = tmp_path / "gate.sock"
+    server, stop = GateServer(path), threading.Event()
+    with (
+        SimulatedBarrier(config, mock_factory),
+        GateController(config, on_change=server.publish) as controller,
+    ):
+        thread = threading.Thread(target=server.serve, args=(controller, stop))
+        thread.start()
+        try:
+            assert server.ready.wait(5)
+            with GateClient(path) as gate:
+                wait_until(lambda: gate.state is BarrierState.OPEN)  # the edge never pinged
+                assert gate.snapshot().alarms == {Alarm.EDGE_LOST}
+                gate.heartbeat()  # its snapshots come before its reply
+                assert gate.snapshot().alarms == frozenset() and gate.snapshot().auto_close
+        finally:
+            stop.set()
+            thread.join(5)
 
 
 def test_every_client_gets_every_change(served: Served) -> None:
@@ -325,7 +509,7 @@ def test_bad_lines_are_answered_counted_and_the_connection_goes_on(
     assert [r["ok"] for r in replies] == [False, False, False, True]
     assert replies[0]["error"].startswith("not JSON")
     assert replies[1] == {"type": "reply", "id": 7, "ok": False,
-                          "error": "unknown command 'lift' (expected open, close, snapshot)"}  # fmt: skip
+                          "error": "unknown command 'lift' (expected open, close, heartbeat, snapshot)"}  # fmt: skip
     assert replies[2]["error"] == "extra: Extra inputs are not permitted" and replies[2]["id"] == "x"
     assert replies[3]["snapshot"]["state"] == "CLOSED"
     assert server.rejected == {"json": 1, "unknown_command": 1, "schema": 1}
