@@ -14,11 +14,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from gpiozero.pins import Factory
 
+from gate_firmware.closing import Closing
 from gate_firmware.config import GateConfig
 from gate_firmware.hardware import GateDevices
 from gate_firmware.machine import BarrierMachine, Counts, Step, Trigger
@@ -116,7 +116,7 @@ class Snapshot:
 MachineInput = Callable[[float], list[Step]]
 
 
-class GateController:
+class GateController(Closing):
     """One barrier gate: its devices, its machine and the timer thread that keeps time for it.
 
     ``on_change`` is called with a :class:`Snapshot` after every step the machine takes (the first
@@ -194,14 +194,6 @@ class GateController:
             self._thread.join(_JOIN_TIMEOUT_S)
         self._devices.close()
         log.info("gate controller closed")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- state ----------------------------------------------------------------------------------
 

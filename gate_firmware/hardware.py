@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from types import TracebackType
-from typing import Self
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
+from gate_firmware.closing import Closing
 from gate_firmware.config import GateConfig, PinName
 from gate_firmware.states import Input, Light, MotorOutput
 
@@ -64,7 +63,7 @@ class VehicleLoop(ContactInput):
     when_vehicle_leaves = DigitalInputDevice.when_deactivated
 
 
-class BarrierMotor:
+class BarrierMotor(Closing):
     """The motor's two relays, one per direction, interlocked: never both on.
 
     Starts with both relays off. :meth:`drive` switches off before it switches on, so the two are
@@ -129,16 +128,8 @@ class BarrierMotor:
                 relay.off()  # a released pin may keep driving its last level
             relay.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class GateDevices:
+class GateDevices(Closing):
     """Every device of one barrier, made from its :class:`GateConfig`: ``inputs`` (the fitted
     ones, by name); ``motor`` (the two relays) or ``pulse`` (the one pulse output), as
     ``motor_output`` says; ``lamp``, ``light_red``, ``light_green`` and ``buzzer`` (None if not
@@ -234,14 +225,6 @@ class GateDevices:
             self.motor.stop()
         if self.pulse is not None:
             self.pulse.off()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Every output off, every pin released. Safe to call again."""

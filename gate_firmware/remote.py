@@ -37,11 +37,11 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gate_firmware.closing import Closing
 from gate_firmware.controller import GateController, Snapshot
 from gate_firmware.machine import Counts
 from gate_firmware.states import BarrierState
@@ -247,7 +247,7 @@ def _remove_stale_socket(path: Path) -> None:
     raise FileExistsError(f"another gate server is listening on {path}")
 
 
-class GateClient:
+class GateClient(Closing):
     """The gate controller of another process, with the controller's surface.
 
     ``state``, ``counts`` and :meth:`snapshot` read the last snapshot the server sent (memory,
@@ -326,14 +326,6 @@ class GateClient:
         if self._reader is not threading.current_thread():
             self._reader.join(self._timeout)
         self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- inside ---------------------------------------------------------------------------------
 

@@ -26,11 +26,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from gpiozero.pins.mock import MockFactory, MockPin
 
+from gate_firmware.closing import Closing
 from gate_firmware.config import GateConfig, PinName
 from gate_firmware.states import Input, MotorOutput
 
@@ -136,7 +136,7 @@ def drive_vehicle(
     return True
 
 
-class SimulatedBarrier:
+class SimulatedBarrier(Closing):
     """The arm of one barrier and its limit switches, moved by the relays on ``factory``'s pins.
 
     ``clock`` must be the controller's clock. In real time a daemon thread drives the limit
@@ -307,11 +307,3 @@ class SimulatedBarrier:
         self._stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(_JOIN_TIMEOUT_S)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
