@@ -21,13 +21,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 
 from cloud.availability import lot_availability, screen_content
 from cloud.config import CollectorConfig
 from cloud.events_store import EventStore, LotState, Progress
+from cloud.intruders import InspectionAreas
 from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
 from protocol import (
     CollectorStatus,
@@ -35,6 +36,7 @@ from protocol import (
     GateAck,
     GateEvent,
     GateStatus,
+    InspectionResult,
     LotLists,
     PayloadError,
     Topics,
@@ -45,6 +47,8 @@ from protocol.errors import TopicError
 from protocol.messages import utc_now
 
 logger = logging.getLogger(__name__)
+
+FromGate = TypeVar("FromGate", GateEvent, InspectionResult)
 
 STATUS_INTERVAL_S = 10.0
 ACK_INTERVAL_S = 0.2
@@ -68,6 +72,7 @@ class Collector:
         self.topics = Topics(cfg.mqtt.topic_root)
         self.store = store or EventStore(cfg.database)
         self.store.sync_lots(cfg.lots)
+        self.areas = InspectionAreas(self.store.engine, cfg)
         self.stored = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
@@ -186,18 +191,27 @@ class Collector:
         """Validate, store (one transaction), acknowledge and publish a batch of messages.
         Returns the events that were new. Raises if the database fails: nothing is acknowledged."""
         events: list[GateEvent] = []
+        results: list[InspectionResult] = []
         for item in batch:
             kind = item.topic.rsplit("/", 1)[-1]
             if kind == "events":
-                ev = self._validate(item.topic, item.payload)
+                ev = self._validate(item.topic, item.payload, GateEvent)
                 if ev is not None:
                     events.append(ev)
+            elif kind == "inspections":
+                inspection = self._validate(item.topic, item.payload, InspectionResult)
+                if inspection is not None:
+                    results.append(inspection)
             elif kind == "status":
                 self._take_status(item.topic, item.payload)
             elif kind == "results":
                 self._take_result(item.topic, item.payload)
         result = self.store.record_batch(events)
-        for item in batch:  # acknowledged only now that the transaction is committed
+        # every validated event, not only the new ones: both calls are idempotent, so a crash
+        # between the store's commit and these is repaired when the broker redelivers
+        changes = self.areas.on_events(events)
+        self.areas.on_results(results)
+        for item in batch:  # acknowledged only now that everything is committed
             if item.mid is not None:
                 self.client.ack(item.mid, item.qos)
         self.stored += len(result.stored)
@@ -206,6 +220,9 @@ class Collector:
             self._ack_due(progress)  # also for repeats: the gate may have missed the last confirmation
         if result.lots:
             self._publish_lots(result.lots)
+        for change in changes:
+            if change.lists is not None:  # a lock or unlock: every lane of the station hears it
+                self._publish(self.topics.lot_lists(change.lot_id), encode(change.lists))
         return result.stored
 
     def handle(self, topic: str, payload: bytes | bytearray) -> GateEvent | None:
@@ -213,15 +230,16 @@ class Collector:
         stored = self.process([Inbound(topic, bytes(payload), None, 0)])
         return stored[0] if stored else None
 
-    def _validate(self, topic: str, payload: bytes) -> GateEvent | None:
+    def _validate(self, topic: str, payload: bytes, model: type[FromGate]) -> FromGate | None:
+        """Decode a message a gate published under its own prefix; a gate may speak only for itself."""
         try:
-            ev = decode(GateEvent, payload)
-            if self.topics.gate_id_of(topic) != ev.gate_id:
-                raise PayloadError("gate_mismatch", f"gate_id {ev.gate_id!r} published on {topic!r}")
+            message = decode(model, payload)
+            if self.topics.gate_id_of(topic) != message.gate_id:
+                raise PayloadError("gate_mismatch", f"gate_id {message.gate_id!r} published on {topic!r}")
         except (PayloadError, TopicError) as err:
             self._reject(topic, err)
             return None
-        return ev
+        return message
 
     def _reject(self, topic: str, err: PayloadError | TopicError) -> None:
         reason = getattr(err, "reason", "topic")
@@ -284,8 +302,12 @@ class Collector:
         for lot in lots.values():
             self._publish(self.topics.lot_availability(lot.id), encode(lot_availability(lot)))
         for cfg in self.cfg.lots:
+            if cfg.id in self.areas.lane_lots:
+                continue  # an inspection station's lanes: its lists come with its locks, below
             lists = LotLists(lot_id=cfg.id, ts=utc_now(), allow=cfg.allow, deny=cfg.deny, locked=cfg.locked)
             self._publish(self.topics.lot_lists(cfg.id), encode(lists))
+        for lists in self.areas.all_lists():  # also how an unlock made in the dashboard reaches the lanes
+            self._publish(self.topics.lot_lists(lists.lot_id), encode(lists))
         for screen in self.cfg.screens:
             self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
 

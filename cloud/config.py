@@ -21,7 +21,9 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 
@@ -56,6 +58,100 @@ class ScreenConfig(StrictModel):
     lots: list[ScreenLot] = Field(min_length=1, max_length=32)
 
 
+class EntryRule(StrictModel):
+    """Entries into an inspection area within the station's window that warn, then lock."""
+
+    warn_at: int = Field(2, ge=1, le=1000, description="entries within the window that raise a warning")
+    lock_at: int = Field(3, ge=2, le=1000, description="entries within the window that lock the subject out")
+
+    @model_validator(mode="after")
+    def _order(self) -> EntryRule:
+        if self.lock_at <= self.warn_at:
+            raise ValueError(f"lock_at ({self.lock_at}) must be greater than warn_at ({self.warn_at})")
+        return self
+
+
+class StationConfig(StrictModel):
+    """An inspection station: its lanes are the gates whose lot_id is ``lot_id`` (default: ``id``)."""
+
+    id: Id = Field(description="station id")
+    name: str = Field(min_length=1, max_length=120)
+    lot_id: Id | None = Field(
+        None, description="the lot_id its lanes (gates) carry; defaults to the station id"
+    )
+    window_h: float = Field(
+        24.0, gt=0, le=31 * 24, description="sliding window the entries are counted in (h)"
+    )
+    plates: EntryRule = Field(default_factory=EntryRule, description="thresholds for one plate")
+    persons: EntryRule = Field(default_factory=EntryRule, description="thresholds for one person code")
+    person_vehicles_flag_at: int = Field(
+        2,
+        ge=2,
+        le=100,
+        description="distinct plates one person code arrives in, within the window, that flag it",
+    )
+    count_refused: bool = Field(True, description="refused attempts at a lane count as entries too")
+
+    @property
+    def lane_lot(self) -> str:
+        return self.lot_id or self.id
+
+
+class PassRateConfig(StrictModel):
+    """When a station's monthly inspection pass rate counts as too high."""
+
+    timezone: str = Field("Asia/Shanghai", description="months are counted in this time zone")
+    months: int = Field(3, ge=1, le=24, description="consecutive months above the band that flag a station")
+    k: float = Field(3.0, gt=0, le=20, description="band = median + k * MAD (scaled) of the stations' rates")
+    min_spread: float = Field(
+        0.02, ge=0, le=1, description="the band reaches at least this far above the median"
+    )
+    min_results: int = Field(30, ge=1, description="a station-month with fewer results is not rated")
+    min_stations: int = Field(3, ge=2, description="rated stations a month needs for a peer band")
+    max_rate: float | None = Field(
+        None, gt=0, le=1, description="fixed upper bound: a rate above it is too high"
+    )
+
+    @model_validator(mode="after")
+    def _zone(self) -> PassRateConfig:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r} (e.g. Asia/Shanghai)") from None
+        return self
+
+
+class TelemetryConfig(StrictModel):
+    """Where the collector writes telemetry (InfluxDB v2 write API: VictoriaMetrics, InfluxDB 2.x/3.x).
+    Every point goes to the local ``spool`` first and leaves it only after the TSDB accepted it."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        description="TSDB base URL; points are POSTed to {url}/api/v2/write",
+    )
+    org: str = Field(
+        "parkgate", min_length=1, description="InfluxDB organisation (VictoriaMetrics ignores it)"
+    )
+    bucket: str = Field("parkgate", min_length=1, description="InfluxDB bucket (VictoriaMetrics ignores it)")
+    token_env: str | None = Field(
+        None, description="name of the environment variable holding the API token (never the token itself)"
+    )
+    spool: Path = Field(
+        Path("telemetry-spool.sqlite"), description="SQLite file holding points not yet accepted by the TSDB"
+    )
+    batch_size: int = Field(5000, ge=1, le=100_000, description="at most this many points per write request")
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=300, description="spooled points are written at least this often"
+    )
+    max_spool_mb: float = Field(
+        1024.0, gt=0, le=1_000_000, description="spool bound; beyond it the oldest points are dropped (ALARM)"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="HTTP timeout of one write request")
+    max_backoff_s: float = Field(
+        30.0, gt=0, le=3600, description="longest wait between retries while the TSDB is unreachable"
+    )
+
+
 class CollectorConfig(StrictModel):
     name: Id = Field("collector-1", description="this collector's name (MQTT client id, status topic)")
     database: str = Field("sqlite:///parkgate.sqlite", description="SQLAlchemy database URL")
@@ -79,6 +175,9 @@ class CollectorConfig(StrictModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     lots: list[LotConfig] = Field(default_factory=list)
     screens: list[ScreenConfig] = Field(default_factory=list)
+    stations: list[StationConfig] = Field(default_factory=list, description="inspection stations")
+    pass_rates: PassRateConfig = Field(default_factory=PassRateConfig)
+    telemetry: TelemetryConfig | None = Field(None, description="telemetry to a TSDB; absent = off")
 
     @model_validator(mode="after")
     def _references(self) -> CollectorConfig:
@@ -93,4 +192,14 @@ class CollectorConfig(StrictModel):
             unknown = [s.lot_id for s in screen.lots if s.lot_id not in lot_ids]
             if unknown:
                 raise ValueError(f"screen {screen.id} shows unknown lot(s): {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _stations_unique(self) -> CollectorConfig:
+        ids = [st.id for st in self.stations]
+        lanes = [st.lane_lot for st in self.stations]
+        for what, values in (("station ids", ids), ("station lot_ids", lanes)):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"{what} must be unique; repeated: {', '.join(dupes)}")
         return self

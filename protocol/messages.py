@@ -42,6 +42,21 @@ def _aware_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_aware_utc)]
+# A person at an inspection lane, as the lane knows them from the credential they presented: a
+# pseudonymous code (the booking account's id or the credential's booking id), never a raw ID number.
+PersonCode = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+        description="pseudonymous person/credential code (booking account or booking id)",
+    ),
+]
+
+
+def _absent(value: object) -> bool:
+    """Optional fields added after v1 shipped are left out of the JSON when empty, so receivers
+    that predate them (``extra="forbid"``) keep accepting every message that does not use them."""
+    return value is None or value == []
 
 
 def utc_now() -> datetime:
@@ -105,6 +120,11 @@ class GateEvent(_Message):
         max_length=20_000,
         pattern=r"^[A-Za-z0-9+/=]*$",
         description="the plate crop, base64 JPEG, size-capped",
+    )
+    person: PersonCode | None = Field(
+        None,
+        exclude_if=_absent,
+        description="inspection lanes: the person/credential code of a verified QR code, if any",
     )
 
     @model_validator(mode="after")
@@ -206,6 +226,26 @@ class LotLists(_Message):
     allow: list[Plate] = Field(default_factory=list, max_length=100_000)
     deny: list[Plate] = Field(default_factory=list, max_length=100_000)
     locked: list[Plate] = Field(default_factory=list, max_length=100_000)
+    locked_persons: list[PersonCode] = Field(
+        default_factory=list,
+        max_length=100_000,
+        exclude_if=_absent,
+        description="person/credential codes locked out: a lane refuses a code whose person is here",
+    )
+
+
+class InspectionResult(_Message):
+    """The outcome of one vehicle inspection, published by the lane under its own prefix."""
+
+    type: Literal["inspection"] = "inspection"
+    id: EventId
+    ts: Timestamp = Field(description="when the inspection finished")
+    station: Id = Field(description="the inspection station (the lane's lot_id)")
+    gate_id: Id = Field(description="the lane that published it")
+    plate: Plate
+    booking: PersonCode | None = Field(None, description="booking id of the credential, if known")
+    person: PersonCode | None = Field(None, description="person/credential code, if known")
+    result: Literal["pass", "fail"]
 
 
 class LotAvailability(_Message):

@@ -7,6 +7,7 @@ Layout (``root`` defaults to ``parkgate``; tests use a unique root per test)::
     {root}/v1/gates/{gate_id}/commands      cloud -> edge   GateCommand, QoS 1
     {root}/v1/gates/{gate_id}/results       edge -> cloud   CommandResult, QoS 1
     {root}/v1/gates/{gate_id}/ack           cloud -> edge   GateAck, retained (stored up to seq N)
+    {root}/v1/gates/{gate_id}/inspections   edge -> cloud   InspectionResult, QoS 1 (inspection lanes)
     {root}/v1/lots/{lot_id}/availability    cloud -> all    LotAvailability, retained
     {root}/v1/lots/{lot_id}/lists           cloud -> edge   LotLists, retained
     {root}/v1/screens/{screen_id}           cloud -> signs  ScreenContent, retained
@@ -68,8 +69,14 @@ class Topics:
     def gate_ack(self, gate_id: str) -> str:
         return f"{self.gate_prefix(gate_id)}/ack"
 
+    def gate_inspections(self, gate_id: str) -> str:
+        return f"{self.gate_prefix(gate_id)}/inspections"
+
     def all_gate_results(self) -> str:
         return f"{self.base}/gates/+/results"
+
+    def all_gate_inspections(self) -> str:
+        return f"{self.base}/gates/+/inspections"
 
     def all_gate_events(self) -> str:
         return f"{self.base}/gates/+/events"
