@@ -17,16 +17,9 @@ from parkgate.broker import Mosquitto
 from parkgate.settings import MqttSettings
 from protocol import Action, Decision, Direction, GateEvent, Reason, Topics, encode
 from protocol.messages import utc_now
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def append_event(outbox: Outbox, topics: Topics) -> None:

@@ -7,7 +7,6 @@ node with RapidOCR; only the Pi's pins are simulated (MockFactory).
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -32,16 +31,9 @@ from protocol import (
 )
 from protocol.messages import utc_now
 from tests.mqtt_helpers import publish_raw, retained
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

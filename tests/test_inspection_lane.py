@@ -18,17 +18,10 @@ from edge.frames import Frame
 from edge.pipeline import EdgeNode
 from parkgate.settings import MqttSettings
 from protocol import Action, Reason
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 PLATE = "冀F12345"
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

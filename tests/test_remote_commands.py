@@ -33,16 +33,9 @@ from protocol import (
 )
 from protocol.messages import utc_now
 from tests.mqtt_helpers import publish_raw
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Results:
