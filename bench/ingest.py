@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,13 @@ from ulid import ULID
 from parkgate.broker import Mosquitto, die_with_parent
 from parkgate.demo import write_toml
 from parkgate.mqtt import make_client
+from parkgate.postgres import Postgres
 from parkgate.settings import MqttSettings
 from protocol import Action, Decision, Direction, GateEvent, LotAvailability, Reason, Topics, decode, encode
 
 logger = logging.getLogger(__name__)
+
+MAX_UNACKED = 20_000  # QoS 1 messages the publisher has waiting for their PUBACK
 
 
 class LatencyProbe:
@@ -98,7 +101,7 @@ def publish_events(
     decision = Decision(action=Action.OPEN, reason=Reason.SPACE_FREE)
     exit_decision = Decision(action=Action.OPEN, reason=Reason.EXIT)
     started = time.monotonic()
-    infos = []
+    infos: deque[mqtt.MQTTMessageInfo] = deque()
     for n in range(events):
         if rate:
             delay = started + n / rate - time.monotonic()
@@ -114,6 +117,8 @@ def publish_events(
             direction=direction, plate=None,
             decision=decision if direction is Direction.ENTRY else exit_decision,
         )  # fmt: skip
+        if len(infos) >= MAX_UNACKED:  # message ids are 16 bits: paho refuses one still in use
+            infos.popleft().wait_for_publish(120)
         infos.append(client.publish(topics.gate_events(ev.gate_id), encode(ev), qos=1))
         sent[lot].append(now.timestamp())
         if n and n % 50_000 == 0:
@@ -149,8 +154,15 @@ def run(
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="parkgate-ingest-") as tmp:
         work = Path(tmp)
-        db_url = db or f"sqlite:///{work / 'events.sqlite'}"
-        broker = Mosquitto(work / "broker").start()
+        # --db postgres: a temporary local PostgreSQL server, durable commits (parkgate/postgres.py)
+        pg = Postgres().start() if db == "postgres" else None
+        db_url = pg.url() if pg else db or f"sqlite:///{work / 'events.sqlite'}"
+        try:
+            broker = Mosquitto(work / "broker").start()
+        except BaseException:
+            if pg:
+                pg.stop()
+            raise
         settings = MqttSettings(host=broker.host, port=broker.port)
         procs = []
         log = (work / "collectors.log").open("ab")
@@ -201,6 +213,8 @@ def run(
                 proc.wait(30)
             broker.stop()
             log.close()
+            if pg:
+                pg.stop()
 
     def pct(q: float) -> float | None:
         return round(latencies[min(int(q * len(latencies)), len(latencies) - 1)], 1) if latencies else None

@@ -29,6 +29,7 @@ from cloud.availability import lot_availability, screen_content
 from cloud.config import CollectorConfig
 from cloud.events_store import EventStore, LotState, Progress
 from cloud.intruders import InspectionAreas
+from cloud.telemetry import Telemetry
 from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
 from protocol import (
     CollectorStatus,
@@ -73,6 +74,7 @@ class Collector:
         self.store = store or EventStore(cfg.database)
         self.store.sync_lots(cfg.lots)
         self.areas = InspectionAreas(self.store.engine, cfg)
+        self.telemetry = Telemetry(cfg.telemetry, source=cfg.name) if cfg.telemetry else None
         self.stored = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
@@ -100,6 +102,8 @@ class Collector:
         connect_async(self.client, self.cfg.mqtt, session_expiry_s=self.cfg.session_expiry_s)
         self._ack_thread.start()
         self._writer.start()
+        if self.telemetry:
+            self.telemetry.start()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set. Publishes the collector's status every few seconds and
@@ -121,6 +125,8 @@ class Collector:
         for thread in (self._writer, self._ack_thread):
             if thread.is_alive():
                 thread.join(5)
+        if self.telemetry:
+            self.telemetry.close()
         if self.connected.is_set():
             publish_retained_and_wait(
                 self.client, self.topics.collector_status(self.cfg.name), encode(self._status("offline"))
@@ -131,7 +137,8 @@ class Collector:
 
     def healthy(self) -> bool:
         """The worker threads are alive (for the service watchdog)."""
-        return self._writer.is_alive() and self._ack_thread.is_alive()
+        alive = self._writer.is_alive() and self._ack_thread.is_alive()
+        return alive and (self.telemetry is None or self.telemetry.healthy())
 
     # -- MQTT callbacks ------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any = None) -> None:
@@ -216,6 +223,8 @@ class Collector:
                 self.client.ack(item.mid, item.qos)
         self.stored += len(result.stored)
         self.duplicates += len(events) - len(result.stored)
+        if self.telemetry:  # every batch, also an empty one: heartbeats waiting go out with it
+            self.telemetry.record_batch(result.stored, result.lots, utc_now())
         for progress in result.progress.values():
             self._ack_due(progress)  # also for repeats: the gate may have missed the last confirmation
         if result.lots:
@@ -253,6 +262,8 @@ class Collector:
         except PayloadError as err:
             self._reject(topic, err)
             return
+        if self.telemetry:
+            self.telemetry.record_gate_status(status)
         if status.state != "online" or status.epoch is None or status.outbox_first_seq is None:
             return
         progress, lost = self.store.note_first_seq(status.gate_id, status.epoch, status.outbox_first_seq)

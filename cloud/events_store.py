@@ -167,9 +167,15 @@ def open_engine(url: str) -> Engine:
 
 
 class EventStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        """``migrate``: bring the schema to the newest revision first (Alembic, cloud/migrations;
+        safe when several collectors start together). False: use the database as it is, its schema
+        kept by ``alembic upgrade head`` at deployment (a database user without DDL rights)."""
         self.engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+        if migrate:
+            from cloud.migrations import upgrade
+
+            upgrade(self.engine)
 
     def sync_lots(self, lots: Iterable[LotConfig]) -> None:
         """Create configured lots, update their names and capacities; keep their occupancy."""
@@ -212,11 +218,14 @@ class EventStore:
         return BatchResult(stored, lots, progress)
 
     def _insert_new(self, s: Session, events: list[GateEvent]) -> set[str]:
-        """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids that were not stored before."""
+        """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids that were not stored before.
+
+        No conflict target, so the same statement fits the plain table (primary key ``id``) and
+        the day-partitioned one on PostgreSQL (primary key ``(id, ts)``, deploy/postgres/)."""
         if not events:
             return set()
         insert = sqlite_insert if self.engine.dialect.name == "sqlite" else pg_insert
-        stmt = insert(EventRow).on_conflict_do_nothing(index_elements=["id"]).returning(EventRow.id)
+        stmt = insert(EventRow).on_conflict_do_nothing().returning(EventRow.id)
         rows = s.execute(stmt, [_values(ev) for ev in events]).scalars().all()
         return set(rows)
 

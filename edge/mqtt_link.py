@@ -81,8 +81,6 @@ class EdgeLink:
         self.on_lists = on_lists
         self.availability: LotAvailability | None = None
         self.rejected: Counter[str] = Counter()
-        self.published = 0
-        self.acknowledged = 0
         self.confirmed_upto = 0
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -243,7 +241,6 @@ class EdgeLink:
             entry = self._in_flight.pop(mid, None)
             if entry is not None:  # status and result messages have no entry
                 self.outbox.mark_sent(entry[0])
-                self.acknowledged += 1
 
     def _publish_unsent(self) -> None:
         now = time.monotonic()
@@ -267,7 +264,6 @@ class EdgeLink:
                 logger.debug("publish of seq %d deferred: %s", item.seq, mqtt.error_string(info.rc))
                 return
             self._in_flight[info.mid] = (item.seq, now)
-            self.published += 1
         if backlog:
             self._wake.set()  # more may be waiting; the token bucket paces it
 

@@ -20,6 +20,7 @@ from edge.errors import EdgeError
 from parkgate import __version__
 from parkgate.broker import BrokerError
 from parkgate.logs import setup_logging
+from parkgate.postgres import PostgresError
 from parkgate.settings import ConfigError
 
 logger = logging.getLogger("parkgate")
@@ -246,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bingest.add_argument("--events", type=int, default=100_000, help="events to send (default 100,000)")
     bingest.add_argument("--collectors", type=int, default=1, help="collector processes (default 1)")
-    bingest.add_argument("--db", help="SQLAlchemy database URL (default: a fresh SQLite file)")
+    bingest.add_argument(
+        "--db",
+        help="SQLAlchemy database URL, or 'postgres' for a temporary local PostgreSQL server "
+        "(default: a fresh SQLite file)",
+    )
     bingest.add_argument("--rate", type=float, help="events/s (default: as fast as possible)")
     bingest.add_argument("--gates", type=int, default=200, help="gates the events come from (default 200)")
     bingest.add_argument("--lots", type=int, default=100, help="lots (default 100)")
@@ -270,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"parkgate {args.command}: {err}", file=sys.stderr)
         return EX_CONFIG
-    except (EdgeError, BrokerError) as err:  # a part that cannot start: say which, why
+    except (EdgeError, BrokerError, PostgresError) as err:  # a part that cannot start: say which, why
         print(f"parkgate {args.command}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
