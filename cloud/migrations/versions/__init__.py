@@ -1,0 +1,1 @@
+"""Alembic revisions of the collector database, oldest first (``NNNN_what.py``)."""
