@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parkgate.broker import Mosquitto, die_with_parent, free_port
+from parkgate.broker import Mosquitto, die_with_parent, free_port, stop_process
 from parkgate.demo import write_toml
 
 logger = logging.getLogger(__name__)
@@ -194,13 +194,7 @@ class Rig:
 
     def close(self) -> None:
         for proc in [*self.edges.values(), self.collector]:
-            if proc and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 15)
         self.proxy.cut()
         self.broker.stop()
         self.log.close()

@@ -37,6 +37,21 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, timeout: float = 5.0, sig: int = signal.SIGTERM
+) -> None:
+    """Ask a child to stop with ``sig``; SIGKILL it if it has not exited within ``timeout`` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("pid %d did not stop within %.0f s; killing it", proc.pid, timeout)
+        proc.kill()
+        proc.wait()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -108,13 +123,7 @@ class Mosquitto:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         self.proc = None
 
     def kill(self) -> None:

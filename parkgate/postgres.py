@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from parkgate.broker import free_port
+from parkgate.broker import free_port, stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +179,7 @@ class Postgres:
     def stop(self, timeout: float = 20.0) -> None:
         """Fast shutdown (SIGINT: clients disconnected, a checkpoint, exit); the folder is removed
         if this object made it."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout, signal.SIGINT)
         self.proc = None
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
