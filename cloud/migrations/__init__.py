@@ -11,7 +11,7 @@ Adding a revision after changing or adding models (a new model module goes in ``
 
     .venv/bin/alembic -c cloud/migrations/alembic.ini -x db=sqlite:////tmp/rev.sqlite upgrade head
     .venv/bin/alembic -c cloud/migrations/alembic.ini -x db=sqlite:////tmp/rev.sqlite \\
-        revision --autogenerate --rev-id 0002 -m "what changed"
+        revision --autogenerate --rev-id 0003 -m "what changed"   # the next number
     # read the new file in versions/, then check that nothing is left over:
     .venv/bin/alembic -c cloud/migrations/alembic.ini -x db=sqlite:////tmp/rev.sqlite upgrade head
     .venv/bin/alembic -c cloud/migrations/alembic.ini -x db=sqlite:////tmp/rev.sqlite check
