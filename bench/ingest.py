@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict, deque
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,10 @@ class LatencyProbe:
         self.client.loop_stop()
 
 
-def publish_events(
-    settings: MqttSettings, events: int, gates: int, lots: int, rate: float | None
+def _publish_share(
+    settings: MqttSettings, events: int, gates: int, lots: int, rate: float | None, share: int, shares: int
 ) -> dict[str, Any]:
-    """Send the events; returns per-lot event times and the ids sent."""
+    """One publisher process: the events n with n % shares == share (its own gates), at rate/shares."""
     topics = Topics(settings.topic_root)
     client = make_client(settings, f"bench-gates-{os.getpid()}")
     client.max_inflight_messages_set(1000)
@@ -102,7 +103,7 @@ def publish_events(
     exit_decision = Decision(action=Action.OPEN, reason=Reason.EXIT)
     started = time.monotonic()
     infos: deque[mqtt.MQTTMessageInfo] = deque()
-    for n in range(events):
+    for n in range(share, events, shares):
         if rate:
             delay = started + n / rate - time.monotonic()
             if delay > 0:
@@ -121,14 +122,36 @@ def publish_events(
             infos.popleft().wait_for_publish(120)
         infos.append(client.publish(topics.gate_events(ev.gate_id), encode(ev), qos=1))
         sent[lot].append(now.timestamp())
-        if n and n % 50_000 == 0:
+        if share == 0 and n and n % 50_000 < shares:
             print(f"[bench ingest] sent {n}/{events}", file=sys.stderr, flush=True)
     for info in infos:
         info.wait_for_publish(120)
     seconds = time.monotonic() - started
     client.disconnect()
     client.loop_stop()
-    return {"sent": sent, "publish_seconds": seconds}
+    return {"sent": dict(sent), "publish_seconds": seconds}
+
+
+def publish_events(
+    settings: MqttSettings, events: int, gates: int, lots: int, rate: float | None, publishers: int = 1
+) -> dict[str, Any]:
+    """Send the events from ``publishers`` processes (gates split between them, ``gates`` a multiple
+    of ``publishers`` keeps each gate in one process); returns per-lot event times."""
+    if publishers <= 1:
+        return _publish_share(settings, events, gates, lots, rate, 0, 1)
+    with ProcessPoolExecutor(publishers) as pool:
+        futures = [
+            pool.submit(_publish_share, settings, events, gates, lots, rate, k, publishers)
+            for k in range(publishers)
+        ]
+        parts = [f.result() for f in futures]
+    sent: dict[str, list[float]] = defaultdict(list)
+    for part in parts:
+        for lot, times in part["sent"].items():
+            sent[lot].extend(times)
+    for times in sent.values():
+        times.sort()
+    return {"sent": sent, "publish_seconds": max(p["publish_seconds"] for p in parts)}
 
 
 def stored_counts(db_url: str) -> tuple[int, int]:
@@ -150,8 +173,11 @@ def run(
     rate: float | None,
     gates: int,
     lots: int,
-    keep: bool = False,
+    publishers: int = 1,
 ) -> int:
+    if gates % publishers:
+        print("parkgate bench ingest: --gates must be a multiple of --publishers", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="parkgate-ingest-") as tmp:
         work = Path(tmp)
         # --db postgres: a temporary local PostgreSQL server, durable commits (parkgate/postgres.py)
@@ -193,7 +219,7 @@ def run(
             probe = LatencyProbe(settings)
             time.sleep(0.5)
             started = time.monotonic()
-            result = publish_events(settings, events, gates, lots, rate)
+            result = publish_events(settings, events, gates, lots, rate, publishers)
             stored = distinct = 0
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
@@ -234,6 +260,7 @@ def run(
                 "db": db_url.split(":", 1)[0],
                 "rate": rate,
                 "publish_seconds": round(result["publish_seconds"], 2),
+                "publishers": publishers,
             }
         ),
         flush=True,

@@ -117,6 +117,7 @@ def _bench_ingest(args: argparse.Namespace) -> int:
         rate=args.rate,
         gates=args.gates,
         lots=args.lots,
+        publishers=args.publishers,
     )
 
 
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     bingest.add_argument("--rate", type=float, help="events/s (default: as fast as possible)")
     bingest.add_argument("--gates", type=int, default=200, help="gates the events come from (default 200)")
     bingest.add_argument("--lots", type=int, default=100, help="lots (default 100)")
+    bingest.add_argument(
+        "--publishers", type=int, default=1, help="publisher processes playing the gates (default 1)"
+    )
     bingest.set_defaults(func=_bench_ingest)
 
     from parkgate.gate_cli import add_gate_commands  # its handlers import gate_firmware lazily
