@@ -303,8 +303,9 @@ class Collector:
         for lot in changed.values():
             self._publish(self.topics.lot_availability(lot.id), encode(lot_availability(lot)))
         screens = [s for s in self.cfg.screens if any(item.lot_id in changed for item in s.lots)]
-        if screens:
-            lots = {lot.id: lot for lot in self.store.lots()}
+        if screens:  # only the lots those screens show, not every lot of the city, per batch
+            shown = {item.lot_id for screen in screens for item in screen.lots}
+            lots = {lot.id: lot for lot in self.store.lots(shown)}
             for screen in screens:
                 self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
 

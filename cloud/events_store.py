@@ -345,9 +345,13 @@ class EventStore:
             rows = s.scalars(select(GateProgressRow)).all()
             return [Progress(r.gate_id, r.epoch, r.upto, r.max_seq) for r in rows]
 
-    def lots(self) -> list[LotState]:
+    def lots(self, ids: Iterable[str] | None = None) -> list[LotState]:
+        """Every lot, or only those in ``ids``, by id."""
+        query = select(LotRow).order_by(LotRow.id)
+        if ids is not None:
+            query = query.where(LotRow.id.in_(sorted(set(ids))))
         with Session(self.engine) as s:
-            return [_state(r) for r in s.scalars(select(LotRow).order_by(LotRow.id))]
+            return [_state(r) for r in s.scalars(query)]
 
     def lot(self, lot_id: str) -> LotState | None:
         with Session(self.engine) as s:
