@@ -18,7 +18,7 @@ as_root() {
 }
 
 apt_packages=(mosquitto libzbar0 fonts-wqy-zenhei sqlite3 ca-certificates)
-[ "$dev" = 1 ] && apt_packages+=(chromium victoria-metrics postgresql)
+[ "$dev" = 1 ] && apt_packages+=(chromium victoria-metrics postgresql wrk)
 
 missing=()
 for p in "${apt_packages[@]}"; do
