@@ -80,3 +80,55 @@ def test_events_the_gate_no_longer_holds_are_recorded_unrecoverable(store: Event
     assert store.record(ev(3)).progress.upto == 4  # type: ignore[union-attr]
     _, lost_again = store.note_first_seq("G1", "EPOCH00001", first_seq=3)
     assert lost_again == 0
+
+
+def test_rows_written_in_bulk_read_back_like_orm_rows(store: EventStore) -> None:
+    """The SQLite bulk path converts values as the ORM does: times come back equal and in the
+    same text form, so range queries over ``ts`` compare like with like."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from cloud.events_store import EventRow
+
+    batch = [ev(1), ev(2, direction=Direction.EXIT)]
+    batch[0] = batch[0].model_copy(update={"plate": "鄂A12345", "confidence": 0.91})
+    assert len(store.record_batch(batch).stored) == 2
+    with Session(store.engine) as s:
+        rows = {r.id: r for r in s.scalars(select(EventRow))}
+        raw = s.connection().exec_driver_sql("SELECT ts FROM events ORDER BY seq").scalars().all()
+    first = rows[batch[0].id]
+    assert first.ts.replace(tzinfo=batch[0].ts.tzinfo) == batch[0].ts
+    assert (first.plate, first.confidence, first.direction, first.action) == (
+        "鄂A12345",
+        0.91,
+        "entry",
+        "open",
+    )
+    assert raw[0] == batch[0].ts.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def test_two_writers_on_one_sqlite_file_both_count(tmp_path: Path) -> None:
+    """Two stores (two collectors) writing the same file concurrently: every event stored and
+    counted once."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'events.sqlite'}"
+    stores = [EventStore(url), EventStore(url)]
+    stores[0].sync_lots([LotConfig(id="L1", name="lot", capacity=100_000)])
+    errors: list[BaseException] = []
+
+    def write(store: EventStore, epoch: str) -> None:
+        try:
+            for start in range(1, 2001, 100):
+                store.record_batch([ev(n, epoch=epoch) for n in range(start, start + 100)])
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(s, f"EPOCH{k:05d}")) for k, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert stores[0].count_events() == 4000
+    assert stores[1].lot("L1").occupied == 4000  # type: ignore[union-attr]
