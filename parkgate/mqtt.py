@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -19,6 +20,43 @@ from parkgate.settings import MqttSettings
 logger = logging.getLogger(__name__)
 
 
+class _ReadBuffer:
+    """The broker connection with reads served from a buffer.
+
+    paho reads each packet with three ``recv`` calls (type, length, body): at thousands of
+    messages a second those system calls were a fifth of the collector's CPU. This wrapper reads
+    up to 64 KiB at once and hands out what paho asks for; ``pending()`` tells paho's loop that
+    bytes are waiting here (the hook paho has for TLS sockets, which buffer the same way)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(max(size, 65_536))  # BlockingIOError etc. pass to paho as they are
+            if len(data) <= size:
+                return data
+            self._data, self._pos = data, 0
+        chunk = self._data[self._pos : self._pos + size]
+        self._pos += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._data) - self._pos + inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        return sock if self._transport == "websockets" else _ReadBuffer(sock)
+
+
 def make_client(
     settings: MqttSettings,
     client_id: str,
@@ -27,7 +65,7 @@ def make_client(
     manual_ack: bool = False,
 ) -> mqtt.Client:
     """A configured, not yet connected MQTT 5 client. ``will`` is (topic, payload), sent retained."""
-    client = mqtt.Client(
+    client = _Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
