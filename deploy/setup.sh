@@ -3,12 +3,19 @@
 # system packages (apt-get), a virtualenv in .venv and the project in it.
 #   deploy/setup.sh          runtime (broker, zbar, CJK font, OCR)
 #   deploy/setup.sh --dev    plus test tools and Debian's Chromium for browser tests
+#   deploy/setup.sh --edge   a gate node (Raspberry Pi): no dashboard front-end assets, no Node.js
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="${PARKGATE_VENV:-$here/.venv}"
 dev=0
-[ "${1:-}" = "--dev" ] && dev=1
+edge=0
+case "${1:-}" in
+  --dev) dev=1 ;;
+  --edge) edge=1 ;;
+  "") ;;
+  *) echo "usage: deploy/setup.sh [--dev|--edge]" >&2; exit 2 ;;
+esac
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -19,6 +26,9 @@ as_root() {
 
 apt_packages=(mosquitto libzbar0 fonts-wqy-zenhei sqlite3 ca-certificates)
 [ "$dev" = 1 ] && apt_packages+=(chromium victoria-metrics postgresql wrk)
+
+# The dashboard's front-end libraries come from the npm registry (dashboard/frontend/package-lock.json)
+[ "$edge" = 0 ] && ! command -v npm >/dev/null && apt_packages+=(npm)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -58,4 +68,23 @@ else
   echo "$want" > "$stamp"
 fi
 "$py" -c 'import cv2, rapidocr_onnxruntime, pyzbar.pyzbar, zxingcpp, cryptography, paho.mqtt' || { log "import check failed"; exit 1; }
+
+# Dashboard assets: the pinned npm packages, their files copied to dashboard/static/vendor/ (served
+# by the dashboard itself: no CDN). Re-done only when the lock file or the asset list changed.
+if [ "$edge" = 0 ]; then
+  front="$here/dashboard/frontend"
+  vendor="$here/dashboard/static/vendor"
+  assets_want=$(cat "$front/package-lock.json" "$front/assets.txt" | sha256sum | cut -d' ' -f1)
+  if [ -f "$vendor/.installed" ] && [ "$(cat "$vendor/.installed")" = "$assets_want" ]; then
+    log "dashboard assets up to date"
+  else
+    log "installing dashboard assets (npm ci in dashboard/frontend)"
+    (cd "$front" && npm ci --omit=dev --no-audit --no-fund --loglevel=error) >&2
+    mkdir -p "$vendor"
+    grep -v '^#' "$front/assets.txt" | while read -r from to; do
+      [ -n "$from" ] && cp "$front/node_modules/$from" "$vendor/$to"
+    done
+    echo "$assets_want" > "$vendor/.installed"
+  fi
+fi
 log "ready: $venv"
