@@ -14,12 +14,24 @@ from dashboard.live import LiveFeed, LiveState
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app. ``test_config`` may hold ``PARKGATE`` (a DashboardConfig) and ``LIVE_FEED``
-    (False to skip the MQTT subscription, e.g. when a test fills the LiveState itself)."""
+    (False to skip the MQTT subscription, e.g. when a test fills the LiveState itself).
+
+    Blueprints, one per audience: ``public`` (overview, sign pages), ``api`` (JSON, public),
+    ``auth`` (login/logout), ``ops`` and ``ops_api`` (operators: login required for everything
+    under ``/ops/`` and ``/api/v1/ops/``, see dashboard/auth.py)."""
     app = Flask(__name__)
     app.config.from_mapping(PARKGATE=DashboardConfig(), LIVE_FEED=True, SSE_KEEPALIVE_S=15.0)
     if test_config:
         app.config.from_mapping(test_config)
     cfg: DashboardConfig = app.config["PARKGATE"]
+
+    from dashboard import auth, i18n, nav, security
+    from dashboard.users import UserStore
+
+    security.configure(app, cfg)  # session key, cookie flags, security headers
+    i18n.configure(app, cfg)  # zh (default) / en
+    auth.configure(app, cfg, UserStore(cfg.database) if cfg.database else None)  # login, CSRF, limits
+    app.context_processor(nav.context)  # header: nav links, user menu
 
     state = LiveState()
     app.extensions["parkgate.live"] = state
@@ -28,10 +40,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         feed.start()
         app.extensions["parkgate.feed"] = feed
 
-    from dashboard import api, public
+    from dashboard import api, ops, ops_api, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
+    from dashboard import opendata  # drivers and open data: /api/v1/lots, forecasts, DATEX II
+
+    app.register_blueprint(opendata.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(ops_api.bp)
     app.register_error_handler(HTTPException, api.http_error)
     app.jinja_env.globals["product_title"] = cfg.title
     return app

@@ -19,12 +19,24 @@ def error_response(status: int, message: str) -> tuple[Response, int]:
     return jsonify(error={"status": status, "message": message}), status
 
 
-def http_error(err: HTTPException) -> tuple[Response, int] | HTTPException:
-    """JSON errors for the API (and clients that ask for JSON); the usual HTML page otherwise."""
+def http_error(err: HTTPException) -> tuple[Response, int]:
+    """JSON errors for the API (and clients that ask for JSON); a page in the site's layout and
+    language otherwise (templates/error.html). Headers the error carries (Allow on a 405,
+    Retry-After on a 429) are kept."""
     wants_json = request.path.startswith(bp.url_prefix or "/api") or (
         request.accept_mimetypes.best_match(["application/json", "text/html"]) == "application/json"
     )
-    return error_response(err.code or 500, err.description or err.name) if wants_json else err
+    status = err.code or 500
+    if wants_json:
+        response, _ = error_response(status, err.description or err.name)
+    else:
+        from dashboard.errors import error_page
+
+        response = error_page(err)
+    for name, value in err.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, status
 
 
 @bp.get("/availability")

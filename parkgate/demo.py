@@ -4,6 +4,9 @@ Broker (Mosquitto, private config, free loopback port) -> collector -> dashboard
 an entry gate and an exit gate running the real edge pipeline on simulated pins, fed with
 generated camera frames of cars (or real photos). The exit gate of a lot shares its entry
 gate's plate seed, so the cars that entered are the cars that leave.
+
+The dashboard shares the collector's database, where the demo makes an ``admin`` operator with a
+new random password each run, printed on stderr (stdout keeps its one ``dashboard:`` line).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -70,6 +74,28 @@ def _is_tables(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
+def demo_database(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'events.sqlite'}"
+
+
+def demo_admin(database: str, name: str = "admin") -> str:
+    """Make (or re-key) the demo's admin account; returns its new random password."""
+    from dashboard.users import UserExists, UserStore
+
+    password = secrets.token_urlsafe(12)
+    store = UserStore(database)  # also brings the new database's schema up to date
+    try:
+        try:
+            store.add_user(name, password, "admin")
+            store.audit("demo", "user.add", target=name, detail="role=admin lots=* stations=*")
+        except UserExists:
+            store.set_password(name, password)
+            store.audit("demo", "user.passwd", target=name)
+    finally:
+        store.close()
+    return password
+
+
 def demo_configs(
     workdir: Path,
     mqtt: dict[str, Any],
@@ -86,7 +112,7 @@ def demo_configs(
             workdir / "collector.toml",
             {
                 "name": "demo",
-                "database": f"sqlite:///{workdir / 'events.sqlite'}",
+                "database": demo_database(workdir),
                 "mqtt": mqtt,
                 "lots": [
                     {"id": i, "name": n, "capacity": c, "lat": lat, "lon": lon}
@@ -109,7 +135,14 @@ def demo_configs(
             },
         ),
         "dashboard": write_toml(
-            workdir / "dashboard.toml", {"host": "127.0.0.1", "port": dashboard_port, "mqtt": mqtt}
+            workdir / "dashboard.toml",
+            {
+                "host": "127.0.0.1",
+                "port": dashboard_port,
+                "database": demo_database(workdir),
+                "secret_key_file": workdir / "dashboard-secret.key",
+                "mqtt": mqtt,
+            },
         ),
     }
     for k, (lot_id, _name, capacity, _pos) in enumerate(chosen):
@@ -222,6 +255,7 @@ def run_demo(args: argparse.Namespace) -> int:
         configs = demo_configs(
             workdir, mqtt, lots=args.lots, dashboard_port=port, interval=args.interval, photos=args.photos
         )
+        password = demo_admin(demo_database(workdir))
         children.spawn("collector", "collector", "--config", str(configs.pop("collector")))
         children.spawn("dashboard", "dashboard", "--config", str(configs.pop("dashboard")))
         for gate_id, path in configs.items():
@@ -230,6 +264,11 @@ def run_demo(args: argparse.Namespace) -> int:
             logger.error("dashboard did not come up")
             return 1
         print(f"dashboard: http://127.0.0.1:{port}/", flush=True)
+        print(
+            f"operator login: http://127.0.0.1:{port}/login  user: admin  password: {password}",
+            file=sys.stderr,
+            flush=True,
+        )
         logger.info("%d gates running; configs and logs in %s; Ctrl-C stops", len(configs), workdir)
         while not stop.wait(1.0):
             dead = children.dead()

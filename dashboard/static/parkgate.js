@@ -4,7 +4,11 @@
  * Events (JSON data): `lot` (one lot's availability), `gate` (a gate node online/offline),
  * `screen` (content of one guidance screen). The overview page (body[data-page="index"])
  * updates lot cards and the summary; the sign page (body[data-page="screen"]) re-renders its
- * rows. All data goes into the DOM through textContent / attributes, never innerHTML.
+ * rows. All data goes into the DOM through textContent / attributes, never innerHTML, and
+ * nothing here is inline in a page (Content-Security-Policy: scripts from this server only).
+ *
+ * Texts come translated from the page: <script type="application/json" id="i18n"> (dashboard/i18n.py,
+ * the page's language). The guidance sign has no such block and keeps its bilingual texts.
  *
  * The only global is the ParkGate object.
  */
@@ -17,17 +21,38 @@ var ParkGate = (function () {
   var RETRY_MIN_MS = 2000;
   var RETRY_MAX_MS = 30000;
   var ARROWS = { left: "\u2190", right: "\u2192", up: "\u2191", down: "\u2193" };
-  var STATUS_TEXT = {
-    ok: ["充足", "Available"],
-    mid: ["紧张", "Limited"],
-    low: ["将满", "Almost full"],
-    full: ["已满", "FULL"]
-  };
+  var SIGN_STATES = ["ok", "full", "closed", "blank", "stale"]; // protocol.messages.ScreenState
+  var STALE_TEXT = "--"; // what a sign row shows when the page itself finds its data too old
   var CONN_TEXT = {
     connecting: ["连接中", "connecting"],
     live: ["实时", "live"],
     reconnecting: ["重连中", "reconnecting"]
   };
+
+  // ---- texts --------------------------------------------------------------------------------
+
+  var MESSAGES = (function () {
+    var node = document.getElementById("i18n");
+    if (!node) return {};
+    try {
+      var data = JSON.parse(node.textContent || "{}");
+      return data && typeof data === "object" ? data : {};
+    } catch (err) {
+      return {};
+    }
+  })();
+
+  /** The page's text for ``key`` with ``{name}`` placeholders filled from ``vars``. */
+  function t(key, vars, fallback) {
+    var has = Object.prototype.hasOwnProperty.call(MESSAGES, key);
+    var text = has ? String(MESSAGES[key]) : fallback !== undefined ? fallback : key;
+    if (vars) {
+      Object.keys(vars).forEach(function (name) {
+        text = text.split("{" + name + "}").join(String(vars[name]));
+      });
+    }
+    return text;
+  }
 
   // ---- small helpers ------------------------------------------------------------------------
 
@@ -46,15 +71,8 @@ var ParkGate = (function () {
     while (node.firstChild) node.removeChild(node.firstChild);
   }
 
-  /** Chinese text first, English small after: <span class="zh">…</span> <small class="en">…</small>. */
-  function setBilingual(node, zh, en) {
-    if (!node) return;
-    clear(node);
-    node.appendChild(el("span", "zh", zh));
-    if (en) {
-      node.appendChild(document.createTextNode(" "));
-      node.appendChild(el("small", "en", en));
-    }
+  function setNodeText(node, text) {
+    if (node) node.textContent = text;
   }
 
   function toInt(value) {
@@ -80,6 +98,19 @@ var ParkGate = (function () {
     if (h < 48) return [h + " 小时前", h + " h ago"];
     var d = Math.floor(h / 24);
     return [d + " 天前", d + " d ago"];
+  }
+
+  /** An age in the page's language: "just now", "5 s ago", ... */
+  function ageText(ms) {
+    if (!isFinite(ms)) return "—";
+    var s = Math.floor(ms / 1000);
+    if (s < 1) return t("age.now");
+    if (s < 60) return t("age.s", { n: s });
+    var m = Math.floor(s / 60);
+    if (m < 60) return t("age.min", { n: m });
+    var h = Math.floor(m / 60);
+    if (h < 48) return t("age.h", { n: h });
+    return t("age.d", { n: Math.floor(h / 24) });
   }
 
   function isStale(ts, now) {
@@ -152,16 +183,33 @@ var ParkGate = (function () {
     return Object.prototype.hasOwnProperty.call(ARROWS, value) ? value : "none";
   }
 
+  // ---- operator API -------------------------------------------------------------------------
+
+  /**
+   * POST JSON to the operator API (/api/v1/ops/...) with the page's CSRF token (<meta
+   * name="csrf-token">, only on pages of a logged-in operator): the server refuses a POST
+   * without it (400). Returns fetch's Promise of the Response.
+   */
+  function postJSON(url, body) {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return window.fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": meta ? meta.content : "" },
+      body: JSON.stringify(body)
+    });
+  }
+
   // ---- connection ---------------------------------------------------------------------------
 
   function setConnState(state) {
     var node = byId("conn");
     if (!node) return;
     node.setAttribute("data-state", state);
-    var label = node.querySelector(".conn-label");
-    var text = CONN_TEXT[state] || CONN_TEXT.connecting;
-    if (label) setBilingual(label, text[0], text[1]);
-    node.title = text[0] + " " + text[1];
+    var pair = CONN_TEXT[state] || CONN_TEXT.connecting;
+    var text = t("conn." + state, null, pair[0] + " " + pair[1]);
+    setNodeText(node.querySelector(".conn-label"), text);
+    node.title = text;
   }
 
   /**
@@ -213,6 +261,8 @@ var ParkGate = (function () {
       this.list = byId("lots");
       this.cards().forEach(function (card) {
         self.fillTimes(card);
+        var fill = card.querySelector(".bar-fill");
+        if (fill) fill.style.width = toInt(fill.getAttribute("data-pct")) + "%";
       });
       this.tick();
       window.setInterval(function () {
@@ -288,6 +338,7 @@ var ParkGate = (function () {
       card.setAttribute("data-capacity", String(capacity));
       card.setAttribute("data-occupied", String(occupied));
       card.setAttribute("data-ts", typeof lot.ts === "string" ? lot.ts : "");
+      card.setAttribute("data-stale", lot.stale === true ? "true" : ""); // the collector: no gate heard
       card.setAttribute("data-last-event", typeof lot.last_event_ts === "string" ? lot.last_event_ts : "");
       card.className = card.className.replace(/\blvl-\w+/g, "").trim() + " lvl-" + lvl;
 
@@ -297,10 +348,11 @@ var ParkGate = (function () {
       card.querySelector(".capacity").textContent = String(capacity);
       card.querySelector(".occupied").textContent = String(occupied);
       card.querySelector(".pct").textContent = pct + "%";
-      card.querySelector(".bar-fill").style.width = pct + "%";
+      var fill = card.querySelector(".bar-fill");
+      fill.setAttribute("data-pct", String(pct));
+      fill.style.width = pct + "%";
       card.querySelector(".bar").setAttribute("aria-valuenow", String(pct));
-      var status = STATUS_TEXT[lvl];
-      setBilingual(card.querySelector(".status"), status[0], status[1]);
+      setNodeText(card.querySelector(".status"), t("status." + lvl));
       this.fillTimes(card);
 
       if (prev !== null && prev !== free) flash(freeNode, free > prev ? "flash-up" : "flash-down");
@@ -345,12 +397,16 @@ var ParkGate = (function () {
       }
       var online = gate.state === "online";
       item.className = "gate " + (online ? "is-online" : "is-offline");
-      setBilingual(item.querySelector(".gate-state"), online ? "在线" : "离线", online ? "online" : "offline");
+      var stateText = t(online ? "gate.online" : "gate.offline");
+      setNodeText(item.querySelector(".gate-state"), stateText);
       var backlog = toInt(gate.backlog);
-      item.querySelector(".gate-backlog").textContent = backlog > 0 ? "积压 " + backlog : "";
-      var title = gate.gate_id + (online ? " 在线 online" : " 离线 offline");
-      if (typeof gate.barrier === "string" && gate.barrier) title += " · 道闸 barrier: " + gate.barrier;
-      if (backlog > 0) title += " · 积压 backlog: " + backlog;
+      var backlogText = backlog > 0 ? t("gate.backlog", { n: backlog }) : "";
+      item.querySelector(".gate-backlog").textContent = backlogText;
+      var title = gate.gate_id + " " + stateText;
+      if (typeof gate.barrier === "string" && gate.barrier) {
+        title += " · " + t("gate.barrier", { state: gate.barrier });
+      }
+      if (backlogText) title += " · " + backlogText;
       if (typeof gate.ts === "string") title += " · " + shortTime(gate.ts);
       item.title = title;
     },
@@ -372,9 +428,8 @@ var ParkGate = (function () {
       var now = Date.now();
       this.cards().forEach(function (card) {
         var ts = card.getAttribute("data-ts");
-        var parts = ageParts(now - parseTs(ts));
-        setBilingual(card.querySelector(".age"), parts[0], parts[1]);
-        card.classList.toggle("stale", isStale(ts, now));
+        setNodeText(card.querySelector(".age"), ageText(now - parseTs(ts)));
+        card.classList.toggle("stale", isStale(ts, now) || card.getAttribute("data-stale") === "true");
       });
     }
   };
@@ -392,6 +447,8 @@ var ParkGate = (function () {
       this.root = byId("sign");
       if (!this.root) return;
       this.screenId = document.body.getAttribute("data-screen") || this.idFromPath();
+      var list = byId("sign-rows");
+      if (list) list.style.setProperty("--rows", String(Math.max(toInt(list.getAttribute("data-rows")), 1)));
       this.tick();
       window.setInterval(function () {
         self.tick();
@@ -433,33 +490,77 @@ var ParkGate = (function () {
 
     renderRow: function (row) {
       var full = row.full === true || toInt(row.free) === 0;
-      var node = el("div", "sign-row" + (full ? " is-full" : ""));
+      var state = SIGN_STATES.indexOf(row.state) >= 0 ? row.state : full ? "full" : "ok";
+      var text = typeof row.text === "string" ? row.text : full ? "满" : String(toInt(row.free));
+      var node = el("div", "sign-row is-" + state);
       node.id = "row-" + row.lot_id;
       node.setAttribute("data-lot", row.lot_id);
+      node.setAttribute("data-state", state);
+      node.setAttribute("data-mode", typeof row.mode === "string" ? row.mode : "auto");
+      node.setAttribute("data-text", text);
+      var age = Number(row.data_age_s);
+      node.setAttribute("data-age", row.data_age_s !== null && isFinite(age) ? String(age) : "");
+      var limit = Number(row.stale_after_s);
+      node.setAttribute("data-limit", limit > 0 ? String(limit) : "");
       var arrow = arrowName(row.arrow);
       var arrowNode = el("span", "arrow arrow-" + arrow, arrow === "none" ? "" : ARROWS[arrow]);
       arrowNode.setAttribute("aria-hidden", "true");
       node.appendChild(arrowNode);
       node.appendChild(el("span", "label", typeof row.label === "string" ? row.label : row.lot_id));
       var value = el("span", "value");
-      value.appendChild(el("span", "free", full ? "满" : toInt(row.free)));
+      value.appendChild(el("span", "free", text));
       value.appendChild(el("span", "updating", "数据更新中"));
       node.appendChild(value);
       return node;
     },
 
+    /**
+     * Age of a row's data now (s): its data_age_s when the content was made plus the time since.
+     * A row without data_age_s comes from a collector that does not track it: the content's age.
+     * NaN: never confirmed.
+     */
+    rowAge: function (row, elapsed) {
+      var base = row.getAttribute("data-age");
+      if (base) return Number(base) + elapsed;
+      return row.getAttribute("data-state") === "stale" ? NaN : elapsed;
+    },
+
+    /**
+     * Stale (the number is hidden, "--" shown) when the collector said so, or when the page can
+     * see it: the data (auto rows) or the content itself (any row, also an operator's mode: it
+     * may have ended since) is older than the row's limit. Runs every second.
+     */
     tick: function () {
+      var self = this;
       var now = Date.now();
-      var ts = this.root.getAttribute("data-ts");
+      var ts = parseTs(this.root.getAttribute("data-ts"));
+      var elapsed = Math.max((now - ts) / 1000, 0);
       var waiting = this.root.classList.contains("is-waiting");
+      var anyStale = false;
+      var oldest = -1;
+      var rows = Array.prototype.slice.call(this.root.querySelectorAll(".sign-row[data-lot]"));
+      rows.forEach(function (row) {
+        var limit = Number(row.getAttribute("data-limit")) || STALE_MS / 1000;
+        var state = row.getAttribute("data-state");
+        var auto = (row.getAttribute("data-mode") || "auto") === "auto";
+        var age = self.rowAge(row, elapsed);
+        var stale = !isFinite(ts) || elapsed > limit || (auto && (state === "stale" || !(age <= limit)));
+        if (isFinite(age)) oldest = Math.max(oldest, age);
+        anyStale = anyStale || stale;
+        row.classList.toggle("is-stale", stale);
+        var shown = stale && state !== "stale" ? STALE_TEXT : row.getAttribute("data-text");
+        var free = row.querySelector(".free");
+        if (free && free.textContent !== shown) free.textContent = shown;
+      });
       var ageNode = byId("sign-age");
       if (waiting) {
         ageNode.textContent = "等待数据 · WAITING FOR DATA";
       } else {
-        var parts = ageParts(now - parseTs(ts));
-        ageNode.textContent = "更新于 " + parts[0] + (parts[1] ? " · UPDATED " + parts[1].toUpperCase() : "");
+        var parts = ageParts(oldest >= 0 ? oldest * 1000 : now - ts);
+        var prefix = anyStale ? "数据过期 STALE · " : "";
+        ageNode.textContent = prefix + "数据 " + parts[0] + (parts[1] ? " · DATA " + parts[1].toUpperCase() : "");
       }
-      this.root.classList.toggle("is-stale", !waiting && isStale(ts, now));
+      this.root.classList.toggle("is-stale", !waiting && (anyStale || !isFinite(ts)));
       this.root.classList.remove("is-checking");
     }
   };
@@ -478,6 +579,7 @@ var ParkGate = (function () {
   return {
     overview: overview,
     sign: sign,
-    util: { parseTs: parseTs, ageParts: ageParts, level: level, isStale: isStale }
+    api: { postJSON: postJSON },
+    util: { parseTs: parseTs, ageParts: ageParts, ageText: ageText, level: level, isStale: isStale, t: t }
   };
 })();
