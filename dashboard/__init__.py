@@ -8,8 +8,10 @@ from typing import Any
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from cloud.config import CollectorConfig
 from dashboard.config import DashboardConfig
 from dashboard.live import LiveFeed, LiveState
+from parkgate.settings import load_config
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -33,6 +35,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     auth.configure(app, cfg, UserStore(cfg.database) if cfg.database else None)  # login, CSRF, limits
     app.context_processor(nav.context)  # header: nav links, user menu
 
+    # the site as the collector knows it: lots, lists, screens, stations (None: not configured)
+    app.extensions["parkgate.site"] = (
+        load_config(CollectorConfig, cfg.collector_config) if cfg.collector_config else None
+    )
+
     state = LiveState()
     app.extensions["parkgate.live"] = state
     if app.config["LIVE_FEED"]:
@@ -52,6 +59,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, api.http_error)
     app.jinja_env.globals["product_title"] = cfg.title
     return app
+
+
+def site_config(app: Flask) -> CollectorConfig | None:
+    """The collector's config (``collector_config``), or None when the dashboard was not given it."""
+    site: CollectorConfig | None = app.extensions.get("parkgate.site")
+    return site
 
 
 def live_state(app: Flask) -> LiveState:

@@ -45,6 +45,11 @@ class DashboardConfig(StrictModel):
         description="SQLAlchemy URL of the collector's database (operator accounts, audit trail); "
         "None: no operator login, public pages only",
     )
+    collector_config: Path | None = Field(
+        None,
+        description="the collector's config file (TOML): the lots, gates' lists, screens and inspection "
+        "stations the operator pages show and act on; read once at start",
+    )
     secret_key_file: Path = Field(
         default_factory=default_secret_key_file,
         description="file holding the key that signs session cookies; made (random, mode 0600) on first "

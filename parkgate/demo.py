@@ -140,6 +140,7 @@ def demo_configs(
                 "host": "127.0.0.1",
                 "port": dashboard_port,
                 "database": demo_database(workdir),
+                "collector_config": workdir / "collector.toml",
                 "secret_key_file": workdir / "dashboard-secret.key",
                 "mqtt": mqtt,
             },
