@@ -25,11 +25,14 @@ from typing import Any, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 
-from cloud.availability import lot_availability, screen_content
+from cloud.availability import Signs
 from cloud.config import CollectorConfig
 from cloud.events_store import EventStore, LotState, Progress
+from cloud.history import HistorySampler
 from cloud.intruders import InspectionAreas
+from cloud.lists import ListWatch
 from cloud.telemetry import Telemetry
+from cloud.visits import Visits
 from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
 from protocol import (
     CollectorStatus,
@@ -45,7 +48,7 @@ from protocol import (
     encode,
 )
 from protocol.errors import TopicError
-from protocol.messages import utc_now
+from protocol.messages import CollectorRefresh, SpaceSensorReport, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,12 @@ FromGate = TypeVar("FromGate", GateEvent, InspectionResult)
 STATUS_INTERVAL_S = 10.0
 ACK_INTERVAL_S = 0.2
 BATCH_MAX = 2000  # messages written in one transaction
-BATCH_WAIT_S = 0.01  # how long a batch waits to fill once it has its first message
+# Availability and screen content after each batch go out at QoS 0: each replaces the last and the
+# broker retains it; one lost with a dropped connection is replaced by the next or by the
+# re-publication on reconnect and every ``republish_s`` (QoS 1). Acknowledging thousands of them a
+# second would cost the collector as much as storing the events.
+STATE_QOS = 0
+UPKEEP_S = 1.0  # screens whose data turned stale/fresh or whose override changed; history samples
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,14 @@ class Collector:
         self.store = store or EventStore(cfg.database)
         self.store.sync_lots(cfg.lots)
         self.areas = InspectionAreas(self.store.engine, cfg)
+        self.visits = Visits(self.store, cfg)  # paired inside record_batch; swept from run()
+        self.plate_lists = ListWatch(self.store.engine)  # operators' allow/deny entries (cloud/lists.py)
         self.telemetry = Telemetry(cfg.telemetry, source=cfg.name) if cfg.telemetry else None
+        self.signs = Signs(cfg, self.store.engine)  # guidance screens: freshness and overrides
+        self.history = HistorySampler(self.store.engine, cfg.lots)
+        self._publish_lock = threading.Lock()  # lots read and published in order by the threads
+        self._lot_cache: dict[str, LotState] = {}  # what the upkeep last read, for a database outage
+        self._upkeep_thread = threading.Thread(target=self._upkeep_loop, name="upkeep", daemon=True)
         self.stored = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
@@ -84,7 +99,7 @@ class Collector:
         self._acks_due: dict[str, Progress] = {}
         self._acks_lock = threading.Lock()
         self._ack_thread = threading.Thread(target=self._ack_loop, name="acks", daemon=True)
-        self._inbox: queue.Queue[Inbound] = queue.Queue()
+        self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         status_topic = self.topics.collector_status(cfg.name)
         self.client = make_client(
@@ -102,6 +117,7 @@ class Collector:
         connect_async(self.client, self.cfg.mqtt, session_expiry_s=self.cfg.session_expiry_s)
         self._ack_thread.start()
         self._writer.start()
+        self._upkeep_thread.start()
         if self.telemetry:
             self.telemetry.start()
 
@@ -114,6 +130,9 @@ class Collector:
         try:
             while not stop.wait(STATUS_INTERVAL_S):
                 self._publish_status()
+                self._sweep_visits()
+                if self.connected.is_set() and self.plate_lists.changed():  # an entry, or its window
+                    self._publish_all()
                 if self.connected.is_set() and time.monotonic() - last_republish >= self.cfg.republish_s:
                     self._publish_all()
                     last_republish = time.monotonic()
@@ -122,7 +141,7 @@ class Collector:
 
     def close(self) -> None:
         self._stop.set()
-        for thread in (self._writer, self._ack_thread):
+        for thread in (self._writer, self._ack_thread, self._upkeep_thread):
             if thread.is_alive():
                 thread.join(5)
         if self.telemetry:
@@ -137,7 +156,7 @@ class Collector:
 
     def healthy(self) -> bool:
         """The worker threads are alive (for the service watchdog)."""
-        alive = self._writer.is_alive() and self._ack_thread.is_alive()
+        alive = self._writer.is_alive() and self._ack_thread.is_alive() and self._upkeep_thread.is_alive()
         return alive and (self.telemetry is None or self.telemetry.healthy())
 
     # -- MQTT callbacks ------------------------------------------------------------------------
@@ -153,12 +172,17 @@ class Collector:
             self.topics.all_gate_events(),
             self.topics.all_gate_status(),
             self.topics.all_gate_results(),
+            self.topics.all_gate_inspections(),  # inspection lanes' results: the pass rates
+            self.topics.all_lot_sensors(),
         ]
         if self.cfg.shared_group:  # several collectors split the stream (MQTT 5 shared subscription)
             filters = [f"$share/{self.cfg.shared_group}/{f}" for f in filters]
+        filters.append(self.topics.collectors_refresh())  # never shared: every collector answers it
         client.subscribe([(f, 1) for f in filters])
         self.connected.set()
         self._publish_all()
+        for alerts in self.visits.alert_lists():
+            self._publish(self.topics.lot_alerts(alerts.lot_id), encode(alerts))
         self._publish_status()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
@@ -167,7 +191,7 @@ class Collector:
             logger.warning("disconnected from broker: %s", reason_text(rc))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        self._inbox.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos))
 
     # -- the work (writer thread) --------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -182,14 +206,16 @@ class Collector:
                     self._stop.wait(1.0)
 
     def _take_batch(self) -> list[Inbound]:
+        """The first message waiting and every one queued behind it (up to BATCH_MAX), without
+        waiting for more: while a batch is written the next one gathers, so batches grow with
+        the load by themselves and a lone event is stored at once."""
         try:
             batch = [self._inbox.get(timeout=0.2)]
         except queue.Empty:
             return []
-        deadline = time.monotonic() + BATCH_WAIT_S
         while len(batch) < BATCH_MAX:
             try:
-                batch.append(self._inbox.get(timeout=max(deadline - time.monotonic(), 0)))
+                batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
         return batch
@@ -199,6 +225,8 @@ class Collector:
         Returns the events that were new. Raises if the database fails: nothing is acknowledged."""
         events: list[GateEvent] = []
         results: list[InspectionResult] = []
+        sensors: list[SpaceSensorReport] = []
+        refresh: set[str] = set()  # lots to re-publish from the database (collectors/refresh)
         for item in batch:
             kind = item.topic.rsplit("/", 1)[-1]
             if kind == "events":
@@ -213,7 +241,13 @@ class Collector:
                 self._take_status(item.topic, item.payload)
             elif kind == "results":
                 self._take_result(item.topic, item.payload)
+            elif kind == "sensors":
+                sensors += self._take_sensors(item.topic, item.payload)
+            elif kind == "refresh":
+                refresh |= self._take_refresh(item.topic, item.payload)
         result = self.store.record_batch(events)
+        rebased = self.visits.on_sensor_reports(sensors) if sensors else {}
+        self.signs.freshness.commit(events)  # stored: this batch's events and heartbeats date their lots
         # every validated event, not only the new ones: both calls are idempotent, so a crash
         # between the store's commit and these is repaired when the broker redelivers
         changes = self.areas.on_events(events)
@@ -227,11 +261,18 @@ class Collector:
             self.telemetry.record_batch(result.stored, result.lots, utc_now())
         for progress in result.progress.values():
             self._ack_due(progress)  # also for repeats: the gate may have missed the last confirmation
-        if result.lots:
-            self._publish_lots(result.lots)
+        if result.lots or rebased or refresh:
+            republish = {lot.id: lot for lot in self.store.lots(refresh)} if refresh else {}
+            self._publish_lots({**republish, **result.lots, **rebased})
+        if refresh and self.plate_lists.changed():  # an operator changed a list entry
+            self._publish_all()
         for change in changes:
             if change.lists is not None:  # a lock or unlock: every lane of the station hears it
-                self._publish(self.topics.lot_lists(change.lot_id), encode(change.lists))
+                lists = self.plate_lists.merge(change.lists)
+                self._publish(self.topics.lot_lists(change.lot_id), encode(lists))
+        for lists in self.areas.all_lists() if refresh & self.areas.lane_lots else []:  # a dashboard unlock
+            if lists.lot_id in refresh:
+                self._publish(self.topics.lot_lists(lists.lot_id), encode(self.plate_lists.merge(lists)))
         return result.stored
 
     def handle(self, topic: str, payload: bytes | bytearray) -> GateEvent | None:
@@ -264,6 +305,7 @@ class Collector:
             return
         if self.telemetry:
             self.telemetry.record_gate_status(status)
+        self.signs.freshness.note_status(status)
         if status.state != "online" or status.epoch is None or status.outbox_first_seq is None:
             return
         progress, lost = self.store.note_first_seq(status.gate_id, status.epoch, status.outbox_first_seq)
@@ -283,6 +325,42 @@ class Collector:
         log = logger.info if result.result == "done" else logger.warning
         log("gate %s: command %s %s (%s)", result.gate_id, result.command_id, result.result, result.reason)
 
+    def _take_sensors(self, topic: str, payload: bytes) -> list[SpaceSensorReport]:
+        """A lot's bay-sensor report, if it is valid, for a configured lot, on that lot's topic."""
+        try:
+            report = decode(SpaceSensorReport, payload)
+            if self.topics.lot_id_of(topic) != report.lot_id:
+                raise PayloadError("lot_mismatch", f"lot_id {report.lot_id!r} published on {topic!r}")
+            if report.lot_id not in self.visits.lots:
+                raise PayloadError("unknown_lot", f"lot {report.lot_id!r} is not configured")
+        except (PayloadError, TopicError) as err:
+            self._reject(topic, err)
+            return []
+        return [report]
+
+    def _take_refresh(self, topic: str, payload: bytes) -> set[str]:
+        """The lots a refresh request names, and those its screens show."""
+        try:
+            request = decode(CollectorRefresh, payload)
+        except PayloadError as err:
+            self._reject(topic, err)
+            return set()
+        screens = set(request.screen_ids)
+        shown = {item.lot_id for s in self.cfg.screens if s.id in screens for item in s.lots}
+        return set(request.lot_ids) | shown
+
+    def _sweep_visits(self) -> None:
+        """Stale visits, overstay alerts and (every few minutes) reconciliation; publish what changed."""
+        try:
+            swept = self.visits.sweep()
+        except Exception:  # the database is away: the next tick tries again
+            logger.exception("visit sweep failed; retrying in %.0f s", STATUS_INTERVAL_S)
+            return
+        if swept.lots:
+            self._publish_lots(swept.lots)
+        for alerts in swept.alerts:
+            self._publish(self.topics.lot_alerts(alerts.lot_id), encode(alerts))
+
     # -- confirmations to gates ----------------------------------------------------------------
     def _ack_due(self, progress: Progress) -> None:
         with self._acks_lock:
@@ -300,31 +378,80 @@ class Collector:
 
     def _publish_lots(self, changed: dict[str, LotState]) -> None:
         """Availability of each changed lot, and every screen that shows one of them."""
-        for lot in changed.values():
-            self._publish(self.topics.lot_availability(lot.id), encode(lot_availability(lot)))
-        screens = [s for s in self.cfg.screens if any(item.lot_id in changed for item in s.lots)]
-        if screens:  # only the lots those screens show, not every lot of the city, per batch
-            shown = {item.lot_id for screen in screens for item in screen.lots}
-            lots = {lot.id: lot for lot in self.store.lots(shown)}
-            for screen in screens:
-                self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
+        with self._publish_lock:
+            for lot in changed.values():
+                self._publish(
+                    self.topics.lot_availability(lot.id), encode(self.signs.availability(lot)), qos=STATE_QOS
+                )
+            screens = [s for s in self.cfg.screens if any(item.lot_id in changed for item in s.lots)]
+            if screens:  # only the lots those screens show, not every lot of the city, per batch
+                shown = {item.lot_id for screen in screens for item in screen.lots}
+                lots = {lot.id: lot for lot in self.store.lots(shown)}
+                for screen in screens:
+                    self._publish(
+                        self.topics.screen(screen.id), encode(self.signs.content(screen, lots)), qos=STATE_QOS
+                    )
 
     def _publish_all(self) -> None:
-        lots = {lot.id: lot for lot in self.store.lots()}
-        for lot in lots.values():
-            self._publish(self.topics.lot_availability(lot.id), encode(lot_availability(lot)))
+        with self._publish_lock:
+            lots = {lot.id: lot for lot in self.store.lots()}
+            for lot in lots.values():
+                self._publish(self.topics.lot_availability(lot.id), encode(self.signs.availability(lot)))
+            for screen in self.cfg.screens:
+                self._publish(self.topics.screen(screen.id), encode(self.signs.content(screen, lots)))
         for cfg in self.cfg.lots:
             if cfg.id in self.areas.lane_lots:
                 continue  # an inspection station's lanes: its lists come with its locks, below
             lists = LotLists(lot_id=cfg.id, ts=utc_now(), allow=cfg.allow, deny=cfg.deny, locked=cfg.locked)
-            self._publish(self.topics.lot_lists(cfg.id), encode(lists))
+            self._publish(self.topics.lot_lists(cfg.id), encode(self.plate_lists.merge(lists)))
         for lists in self.areas.all_lists():  # also how an unlock made in the dashboard reaches the lanes
-            self._publish(self.topics.lot_lists(lists.lot_id), encode(lists))
-        for screen in self.cfg.screens:
-            self._publish(self.topics.screen(screen.id), encode(screen_content(screen, lots)))
+            self._publish(self.topics.lot_lists(lists.lot_id), encode(self.plate_lists.merge(lists)))
 
-    def _publish(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1, retain=True)
+    def _upkeep_loop(self) -> None:
+        failing = False
+        while not self._stop.wait(UPKEEP_S):
+            try:
+                self._upkeep()
+                failing = False
+            except Exception:  # the database is away: screens stay as published; log it once
+                if not failing:
+                    logger.exception("screen and history upkeep failed; retrying every %.0f s", UPKEEP_S)
+                failing = True
+
+    def _upkeep(self) -> None:
+        """Re-publish the lots whose data turned stale or fresh and the screens showing them or
+        whose override began or ended (cloud/screens.py); sample the history when a slot begins."""
+        now = utc_now()
+        if self.connected.is_set():
+            lot_ids, screens = self.signs.due(now)
+            wanted = lot_ids | {item.lot_id for screen in screens for item in screen.lots}
+            with self._publish_lock:
+                lots = self._read_lots(wanted) if wanted else {}
+                for lot_id in lot_ids & lots.keys():
+                    lot = self.signs.availability(lots[lot_id], now)
+                    self._publish(self.topics.lot_availability(lot_id), encode(lot), qos=STATE_QOS)
+                for screen in screens:
+                    if all(item.lot_id in lots for item in screen.lots):
+                        content = self.signs.content(screen, lots, now)
+                        self._publish(self.topics.screen(screen.id), encode(content), qos=STATE_QOS)
+        sample = self.history.due(now)
+        if sample:
+            lots = {lot.id: lot for lot in self.store.lots(sample)}
+            self.history.record(lots, lambda lot_id: self.signs.freshness.is_stale(lot_id, now), now)
+
+    def _read_lots(self, ids: set[str]) -> dict[str, LotState]:
+        """The lots' states; while the database is away the last ones read (stale rows show no
+        number, so an old count does not reach a sign through them)."""
+        try:
+            lots = {lot.id: lot for lot in self.store.lots(ids)}
+        except Exception:
+            logger.warning("database unreachable: screens rendered from the last lot states read")
+            return {i: self._lot_cache[i] for i in ids if i in self._lot_cache}
+        self._lot_cache.update(lots)
+        return lots
+
+    def _publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=True)
 
     def _publish_status(self) -> None:
         if self.connected.is_set():

@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
@@ -44,18 +44,90 @@ class LotConfig(StrictModel):
     )
     deny: list[Plate] = Field(default_factory=list, description="plates never admitted (sent to gates)")
     locked: list[Plate] = Field(default_factory=list, description="plates locked out (sent to gates)")
+    # visits and occupancy (cloud/visits.py)
+    max_stay_h: float | None = Field(
+        None, gt=0, le=24 * 366, description="raise an overstay alert for a vehicle inside longer (hours)"
+    )
+    stale_visit_h: float = Field(
+        72.0, gt=0, le=24 * 366, description="an open visit older than this is presumed exited (hours)"
+    )
+    reconcile: bool = Field(
+        False,
+        description="re-base the count to the plate-pairing estimate when they drift apart (audited); "
+        "leave off where stays longer than stale_visit_h are common",
+    )
+    drift_tolerance: int = Field(
+        3, ge=0, le=100_000, description="re-base (reconcile, sensors) only when the count is off by more"
+    )
+    occupancy_source: Literal["gates", "sensors"] = Field(
+        "gates", description="gates: entries less exits; sensors: re-based to the bay sensors' reports"
+    )
+
+    @model_validator(mode="after")
+    def _visits(self) -> LotConfig:
+        if self.max_stay_h is not None and self.max_stay_h >= self.stale_visit_h:
+            raise ValueError(
+                f"max_stay_h ({self.max_stay_h:g}) must be less than stale_visit_h ({self.stale_visit_h:g}): "
+                "a visit is presumed exited before it could overstay"
+            )
+        if self.reconcile and self.occupancy_source == "sensors":
+            raise ValueError("reconcile is for lots counted by their gates, not occupancy_source 'sensors'")
+        return self
+
+    stale_after_s: float = Field(
+        120.0,
+        ge=1,
+        le=86_400,
+        description="the count is stale when no gate of the lot was heard (event or heartbeat) for this long",
+    )
+    history_interval_min: int = Field(
+        5, ge=1, le=60, description="one occupancy sample per this many minutes (for forecasts)"
+    )
+
+
+SignText = Annotated[str, Field(max_length=16)]
+
+
+class ScreenFormat(StrictModel):
+    """How a screen writes a number and its states (cloud/screens.py)."""
+
+    digits: int | None = Field(
+        None, ge=1, le=5, description="width of the number field: padded to it, larger numbers clamped"
+    )
+    pad: Literal["space", "zero"] = Field("space", description="what pads a number to ``digits``")
+    clamp_style: Literal["cap", "plus"] = Field(
+        "cap", description='above the clamp show the clamp ("999") or the clamp and a plus ("99+")'
+    )
+    full_text: SignText = Field("满", min_length=1, description="shown when nothing is free (or mode full)")
+    closed_text: SignText = Field("关闭", min_length=1, description="shown in mode closed")
+    stale_text: SignText = Field(
+        "--", min_length=1, description="shown instead of a number when the lot's data is stale"
+    )
+
+    @model_validator(mode="after")
+    def _plus_fits(self) -> ScreenFormat:
+        if self.clamp_style == "plus" and self.digits == 1:
+            raise ValueError('clamp_style "plus" needs digits >= 2 (a digit and the "+")')
+        return self
 
 
 class ScreenLot(StrictModel):
     lot_id: Id
     label: str | None = Field(None, max_length=40, description="text on the sign; defaults to the lot name")
     arrow: Literal["left", "right", "up", "down", "none"] = "none"
+    offset: int = Field(
+        0, ge=0, le=100_000, description="spaces held back (e.g. reserved): shown free = free - offset"
+    )
+    clamp: int | None = Field(None, ge=1, le=99_999, description="largest number shown (e.g. 999)")
 
 
 class ScreenConfig(StrictModel):
     id: Id
     name: str = Field(min_length=1, max_length=120)
     lots: list[ScreenLot] = Field(min_length=1, max_length=32)
+    format: ScreenFormat = Field(
+        default_factory=ScreenFormat, description="how numbers and states are written"
+    )
 
 
 class EntryRule(StrictModel):

@@ -88,6 +88,12 @@ class Reason(StrEnum):
     REMOTE_OPEN = "remote_open"  # an operator's remote "open" command
 
 
+# What a guidance screen (row) shows: a number (ok), the full/closed text, nothing, or the stale text.
+ScreenState = Literal["ok", "full", "closed", "blank", "stale"]
+# An operator's override of a screen or row: auto (the data decides), full, closed, blank.
+ScreenMode = Literal["auto", "full", "closed", "blank"]
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -258,6 +264,23 @@ class LotAvailability(_Message):
     free: int = Field(ge=0)
     ts: Timestamp = Field(description="when this count was computed")
     last_event_ts: Timestamp | None = Field(None, description="time of the newest event counted")
+    # added for guidance screens and the open-data feed (cloud/screens.py); see README "Guidance screens"
+    stale: bool = Field(
+        False, description="no gate of the lot has been heard for stale_after_s: the count may be wrong"
+    )
+    data_age_s: float | None = Field(
+        None,
+        ge=0,
+        exclude_if=_absent,
+        description="at ts, seconds since a gate of the lot last confirmed the count (None: never heard)",
+    )
+    stale_after_s: float | None = Field(
+        None, gt=0, exclude_if=_absent, description="the lot's limit: older data counts as stale"
+    )
+    lat: float | None = Field(None, ge=-90, le=90, exclude_if=_absent, description="latitude of the entrance")
+    lon: float | None = Field(
+        None, ge=-180, le=180, exclude_if=_absent, description="longitude of the entrance"
+    )
 
     @model_validator(mode="after")
     def _free_matches(self) -> LotAvailability:
@@ -275,6 +298,20 @@ class ScreenRow(BaseModel):
     free: int = Field(ge=0)
     capacity: int = Field(ge=0)
     full: bool
+    # added for guidance screens that never lie (cloud/screens.py): a sign shows ``text``, not ``free``
+    text: str | None = Field(
+        None, max_length=16, exclude_if=_absent, description="what the sign shows in this row"
+    )
+    state: ScreenState | None = Field(None, exclude_if=_absent, description="why it shows that")
+    mode: ScreenMode | None = Field(
+        None, exclude_if=_absent, description="operator mode in force for the row"
+    )
+    data_age_s: float | None = Field(
+        None, ge=0, exclude_if=_absent, description="at the content's ts, age of the lot's data (s)"
+    )
+    stale_after_s: float | None = Field(
+        None, gt=0, exclude_if=_absent, description="data older than this is shown as stale"
+    )
 
 
 class ScreenContent(_Message):
@@ -284,6 +321,18 @@ class ScreenContent(_Message):
     name: str = Field(max_length=120)
     ts: Timestamp
     rows: list[ScreenRow] = Field(max_length=32)
+    text: str | None = Field(
+        None, max_length=600, exclude_if=_absent, description="the rows as one line, for one-line signs"
+    )
+    state: ScreenState | None = Field(
+        None, exclude_if=_absent, description="the screen's mode if not auto, else stale if a row is stale"
+    )
+    mode: ScreenMode | None = Field(
+        None, exclude_if=_absent, description="operator mode for the whole screen"
+    )
+    data_age_s: float | None = Field(
+        None, ge=0, exclude_if=_absent, description="at ts, age of the oldest data shown (s)"
+    )
 
 
 class CollectorStatus(_Message):
@@ -328,3 +377,46 @@ def decode(model: type[M], payload: bytes | bytearray | str) -> M:
             f"{'.'.join(str(x) for x in p['loc']) or '(message)'}: {p['msg']}" for p in problems
         )
         raise PayloadError("schema", detail) from None
+
+
+# -- visits and occupancy (cloud/visits.py) ----------------------------------------------------------
+class SpaceSensorReport(_Message):
+    """Bay sensors of one lot: how many of the spaces they watch are occupied (sensor gateway ->
+    collector, on ``lots/{lot_id}/sensors``)."""
+
+    lot_id: Id
+    occupied: int = Field(ge=0, le=100_000, description="sensed spaces occupied")
+    total_sensed: int = Field(ge=1, le=100_000, description="spaces with a working sensor")
+    ts: Timestamp
+
+    @model_validator(mode="after")
+    def _within(self) -> SpaceSensorReport:
+        if self.occupied > self.total_sensed:
+            raise ValueError(f"occupied ({self.occupied}) exceeds total_sensed ({self.total_sensed})")
+        return self
+
+
+class OverstayNotice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    plate: Plate
+    since: Timestamp = Field(description="entry time")
+    raised_at: Timestamp
+
+
+class LotAlerts(_Message):
+    """Retained: the vehicles in a lot now staying longer than its maximum (open overstay alerts)."""
+
+    lot_id: Id
+    ts: Timestamp
+    overstays: list[OverstayNotice] = Field(default_factory=list, max_length=1000, description="oldest first")
+    total: int = Field(0, ge=0, description="open overstay alerts (the list holds at most 1000)")
+
+
+class CollectorRefresh(_Message):
+    """Not retained, to every collector: re-publish these lots and screens from the database (after
+    a change made outside the collector, e.g. a recalibration from the command line)."""
+
+    lot_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+    screen_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+    ts: Timestamp

@@ -10,8 +10,11 @@ Layout (``root`` defaults to ``parkgate``; tests use a unique root per test)::
     {root}/v1/gates/{gate_id}/inspections   edge -> cloud   InspectionResult, QoS 1 (inspection lanes)
     {root}/v1/lots/{lot_id}/availability    cloud -> all    LotAvailability, retained
     {root}/v1/lots/{lot_id}/lists           cloud -> edge   LotLists, retained
+    {root}/v1/lots/{lot_id}/alerts          cloud -> all    LotAlerts (overstays), retained
+    {root}/v1/lots/{lot_id}/sensors         sensors -> cloud SpaceSensorReport, QoS 1
     {root}/v1/screens/{screen_id}           cloud -> signs  ScreenContent, retained
     {root}/v1/collectors/{name}/status      cloud -> all    CollectorStatus, retained
+    {root}/v1/collectors/refresh            tools -> cloud  CollectorRefresh, QoS 1, every collector
 
 Everything a gate publishes lives under its own prefix ``{root}/v1/gates/{gate_id}/``, so a broker
 ACL can confine each device to it. Gate ids are therefore unique across the whole system.
@@ -91,6 +94,15 @@ class Topics:
     def lot_lists(self, lot_id: str) -> str:
         return f"{self.base}/lots/{check_id(lot_id, 'lot id')}/lists"
 
+    def lot_alerts(self, lot_id: str) -> str:
+        return f"{self.base}/lots/{check_id(lot_id, 'lot id')}/alerts"
+
+    def lot_sensors(self, lot_id: str) -> str:
+        return f"{self.base}/lots/{check_id(lot_id, 'lot id')}/sensors"
+
+    def all_lot_sensors(self) -> str:
+        return f"{self.base}/lots/+/sensors"
+
     def all_lot_availability(self) -> str:
         return f"{self.base}/lots/+/availability"
 
@@ -103,6 +115,10 @@ class Topics:
     def collector_status(self, name: str) -> str:
         return f"{self.base}/collectors/{check_id(name, 'collector name')}/status"
 
+    def collectors_refresh(self) -> str:
+        """Every collector subscribes (never shared): a change made outside them to re-publish."""
+        return f"{self.base}/collectors/refresh"
+
     # -- parsing -----------------------------------------------------------------------------
     def gate_id_of(self, topic: str) -> str:
         """The gate id in a ``.../gates/{gate_id}/...`` topic; TopicError if it is not one."""
@@ -111,3 +127,10 @@ class Topics:
             raise TopicError(f"topic {topic!r} is not under {prefix}")
         gate_id = topic[len(prefix) :].split("/", 1)[0]
         return check_id(gate_id, "gate id")
+
+    def lot_id_of(self, topic: str) -> str:
+        """The lot id in a ``.../lots/{lot_id}/...`` topic; TopicError if it is not one."""
+        prefix = f"{self.base}/lots/"
+        if not topic.startswith(prefix):
+            raise TopicError(f"topic {topic!r} is not under {prefix}")
+        return check_id(topic[len(prefix) :].split("/", 1)[0], "lot id")

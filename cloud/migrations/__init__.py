@@ -42,7 +42,15 @@ logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 MIGRATIONS = Path(__file__).resolve().parent
 BASELINE = "0001"  # the schema create_all made before migrations existed
 # Every module that adds tables to cloud.events_store.Base; the ones not (yet) present are skipped.
-MODEL_MODULES = ("cloud.events_store", "cloud.intruders")
+MODEL_MODULES = (
+    "cloud.events_store",
+    "cloud.intruders",
+    "cloud.visits",
+    "cloud.screens",
+    "cloud.history",
+    "dashboard.users",
+    "cloud.lists",
+)
 LOCK_KEY = 0x5061726B47617465 & 0x7FFFFFFFFFFFFFFF  # "ParkGate": the advisory lock of migrations
 # Day partitions of `events` (deploy/postgres/partitioning.sql) are not models: autogenerate skips them.
 PARTITION_TABLE = re.compile(r"^events_(p\d{8}|default)$")
