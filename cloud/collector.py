@@ -110,6 +110,9 @@ class Collector:
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self._subscription: int | None = None
+        self._filters: list[str] = []
         self.client.on_message = self._on_message
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -178,7 +181,17 @@ class Collector:
         if self.cfg.shared_group:  # several collectors split the stream (MQTT 5 shared subscription)
             filters = [f"$share/{self.cfg.shared_group}/{f}" for f in filters]
         filters.append(self.topics.collectors_refresh())  # never shared: every collector answers it
-        client.subscribe([(f, 1) for f in filters])
+        self._filters = filters
+        self._subscription = client.subscribe([(f, 1) for f in filters])[1]
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[Any], _p: Any = None) -> None:
+        """Connected for real once the broker confirmed the subscriptions: an event published
+        before that would not reach this session."""
+        if self._subscription is None or mid != self._subscription:
+            return
+        for topic, code in zip(self._filters, codes, strict=False):
+            if code.is_failure:
+                logger.error("broker refused the subscription to %s: %s", topic, reason_text(code))
         self.connected.set()
         self._publish_all()
         for alerts in self.visits.alert_lists():
@@ -191,7 +204,7 @@ class Collector:
             logger.warning("disconnected from broker: %s", reason_text(rc))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos))
+        self._inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))  # bytes: no copy
 
     # -- the work (writer thread) --------------------------------------------------------------
     def _write_loop(self) -> None:
