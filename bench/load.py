@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from array import array
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -47,6 +47,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from ulid import ULID
 
+from bench.mqtt_blast import CHUNK, Blaster
 from cloud.events_store import open_engine
 from parkgate.broker import Mosquitto, die_with_parent, stop_process
 from parkgate.demo import write_toml
@@ -70,7 +71,7 @@ from protocol import (
 
 logger = logging.getLogger(__name__)
 
-MAX_UNACKED = 20_000  # QoS 1 messages a publisher has waiting for their PUBACK (message ids are 16 bits)
+MAX_UNACKED = 20_000  # QoS 1 messages a publisher has unacknowledged (packet ids are 16 bits)
 COLLECTOR_START_S = 120.0  # migrations and a city's lots on a cold database
 POLL_S = 0.25  # how often the database is asked how far the run got
 
@@ -310,23 +311,30 @@ def _init_publisher(sent: Any, clock: Any) -> None:
 
 def publish(job: PublishJob) -> tuple[dict[str, tuple[array[float], array[float]]], float]:
     """One publisher: send ``job.sends`` (QoS 1), paced by ``job.speed``; returns per lot the
-    events' times and when each was sent, and how long sending took."""
+    events' times and when each was sent, and how long sending took.
+
+    Each event is its own QoS 1 PUBLISH on its gate's topic, written by bench/mqtt_blast.py a
+    chunk at a time (up to CHUNK events that are due), so that on a machine shared with the
+    broker and the collectors the load generator takes little of the CPU it measures."""
     topics = Topics(job.settings.topic_root)
-    client = make_client(job.settings, f"{job.client_tag}-gates-{job.slot}-{os.getpid()}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect(job.settings.host, job.settings.port)
-    client.loop_start()
+    blaster = Blaster(
+        job.settings.host, job.settings.port, f"{job.client_tag}-gates-{job.slot}-{os.getpid()}",
+        window=MAX_UNACKED,
+    )  # fmt: skip
     sent_count, clock = _SHARED if _SHARED else ([0] * (job.slot + 1), [0.0] * (job.slot + 1))
     rng = random.Random(job.slot)
     seqs: dict[int, int] = defaultdict(int)
     sent: dict[str, tuple[array[float], array[float]]] = {}
-    infos: deque[mqtt.MQTTMessageInfo] = deque()
     started = time.monotonic()
+    chunk: list[tuple[str, bytes]] = []
+    total = len(job.sends)
     for n, (t, gate, direction, plate, decision) in enumerate(job.sends, start=1):
         if job.speed:
             delay = started + t / job.speed - time.monotonic()
             if delay > 0.002:
+                if chunk:  # what is due goes out before the wait
+                    blaster.submit(chunk)
+                    chunk = []
                 time.sleep(delay)
         gate_id, lot_id = job.gates[gate]
         seqs[gate] += 1
@@ -338,9 +346,10 @@ def publish(job: PublishJob) -> tuple[dict[str, tuple[array[float], array[float]
             direction=DIRECTIONS[direction], plate=plate,
             confidence=round(rng.uniform(0.82, 0.995), 3) if plate else 0.0, decision=DECISIONS[decision],
         )  # fmt: skip
-        if len(infos) >= MAX_UNACKED:
-            infos.popleft().wait_for_publish(120)
-        infos.append(client.publish(topics.gate_events(gate_id), encode(ev), qos=1))
+        chunk.append((topics.gate_events(gate_id), encode(ev)))
+        if len(chunk) >= CHUNK or n == total:
+            blaster.submit(chunk)
+            chunk = []
         times = sent.get(lot_id)
         if times is None:
             times = sent[lot_id] = (array("d"), array("d"))
@@ -348,14 +357,12 @@ def publish(job: PublishJob) -> tuple[dict[str, tuple[array[float], array[float]
         times[1].append(now)
         if n % 200 == 0:
             sent_count[job.slot], clock[job.slot] = n, t
-    for info in infos:
-        info.wait_for_publish(120)
+    blaster.drain()
     sent_count[job.slot] = len(job.sends)
     if job.sends:
         clock[job.slot] = job.sends[-1][0]
     seconds = time.monotonic() - started
-    client.disconnect()
-    client.loop_stop()
+    blaster.close()
     return sent, seconds
 
 

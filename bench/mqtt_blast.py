@@ -73,6 +73,8 @@ class Blaster:
             raise ConnectionError(f"broker refused the connection (CONNACK {ack.hex()})")
         self._buffer = b""
         self._next_id = 0
+        self.sent = 0
+        self.acked = 0
 
     def _recv_exact(self, n: int) -> bytes:
         data = b""
@@ -101,6 +103,24 @@ class Blaster:
             raise ConnectionError("unexpected packet from the broker (only PUBACKs expected)")
         return whole // 4
 
+    def submit(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Send ``messages`` (one ``send`` call), first waiting while more than ``window`` would be
+        unacknowledged. Returns without waiting for their acknowledgements (see :meth:`drain`)."""
+        while self.sent - self.acked + len(messages) > self.window and self.sent > self.acked:
+            self.acked += self._read_acks(block=True)
+        packets = []
+        for topic, payload in messages:
+            self._next_id = self._next_id % 65_535 + 1
+            packets.append(publish_packet(topic, payload, self._next_id))
+        self.sock.sendall(b"".join(packets))
+        self.sent += len(messages)
+        self.acked += self._read_acks(block=False)
+
+    def drain(self) -> None:
+        """Wait until the broker acknowledged everything sent."""
+        while self.acked < self.sent:
+            self.acked += self._read_acks(block=True)
+
     def send(
         self,
         messages: Sequence[tuple[str, bytes]],
@@ -108,39 +128,26 @@ class Blaster:
         rate: float | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> BlastResult:
-        """Publish ``messages`` in order, at ``rate`` messages/s or as fast as the broker takes them."""
+        """Publish ``messages`` in order, at ``rate`` messages/s or as fast as the broker takes them,
+        and wait for every acknowledgement."""
         started_mono, started = time.monotonic(), time.time()
         sent_at: list[float] = []
-        acked = 0
-        unacked = 0
         i = 0
         while i < len(messages):
+            n = min(CHUNK, len(messages) - i)
             if rate:
                 due = int((time.monotonic() - started_mono) * rate) + 1
                 if due <= i:
                     time.sleep(min((i + 1 - due) / rate, 0.005))
-                    acked += self._read_acks(block=False)
                     continue
-                n = min(CHUNK, due - i, len(messages) - i)
-            else:
-                n = min(CHUNK, len(messages) - i)
-            while unacked - acked + n > self.window:
-                acked += self._read_acks(block=True)
-            packets = []
-            for topic, payload in messages[i : i + n]:
-                self._next_id = self._next_id % 65_535 + 1
-                packets.append(publish_packet(topic, payload, self._next_id))
-            self.sock.sendall(b"".join(packets))
-            now = time.time()
-            sent_at.extend([now] * n)
-            unacked += n
+                n = min(n, due - i)
+            self.submit(messages[i : i + n])
+            sent_at.extend([time.time()] * n)
             i += n
-            acked += self._read_acks(block=False)
             if progress:
                 progress(i)
-        while acked < unacked:
-            acked += self._read_acks(block=True)
-        return BlastResult(i, acked, time.time() - started, sent_at)
+        self.drain()
+        return BlastResult(i, self.acked, time.time() - started, sent_at)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
