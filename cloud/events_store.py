@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     DateTime,
@@ -23,11 +23,13 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     bindparam,
     create_engine,
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy import insert as insert_into
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -94,6 +96,10 @@ class GateProgressRow(Base):
     unrecoverable: Mapped[int] = mapped_column(Integer, default=0)  # events the gate no longer holds
 
 
+_LOTS = cast(Table, LotRow.__table__)
+_PROGRESS = cast(Table, GateProgressRow.__table__)
+
+
 @dataclass(frozen=True)
 class Progress:
     gate_id: str
@@ -135,6 +141,56 @@ def _seqs_per_gate(events: Sequence[GateEvent]) -> list[tuple[str, str, list[int
     for ev in events:
         seqs.setdefault((ev.gate_id, ev.epoch), set()).add(ev.seq)
     return sorted((gate, epoch, sorted(values)) for (gate, epoch), values in seqs.items())
+
+
+@dataclass
+class _Run:
+    """A gate's progress row while a batch works on it (read and written with Core statements)."""
+
+    gate_id: str
+    epoch: str
+    upto: int = 0
+    max_seq: int = 0
+    unrecoverable: int = 0
+    new: bool = False  # not in the table yet
+
+
+def _save_runs(s: Session, runs: list[_Run]) -> None:
+    """Write the gates' progress back: one executemany UPDATE, one INSERT for new gates."""
+    t = _PROGRESS
+    old = [r for r in runs if not r.new]
+    if old:
+        s.execute(
+            update(t)
+            .where(t.c.gate_id == bindparam("gate"))
+            .values(
+                epoch=bindparam("e"),
+                upto=bindparam("u"),
+                max_seq=bindparam("m"),
+                unrecoverable=bindparam("x"),
+            ),
+            [
+                {"gate": r.gate_id, "e": r.epoch, "u": r.upto, "m": r.max_seq, "x": r.unrecoverable}
+                for r in old
+            ],
+        )
+    new = [r for r in runs if r.new]
+    if new:
+        s.execute(
+            insert_into(t),
+            [
+                {
+                    "gate_id": r.gate_id,
+                    "epoch": r.epoch,
+                    "upto": r.upto,
+                    "max_seq": r.max_seq,
+                    "unrecoverable": r.unrecoverable,
+                }
+                for r in new
+            ],
+        )
+        for r in new:
+            r.new = False
 
 
 @dataclass(frozen=True)
@@ -241,7 +297,9 @@ class EventStore:
             per_gate = _seqs_per_gate(events)
             rows = self._progress_rows(s, sorted({gate for gate, _e, _s in per_gate}))
             for gate_id, epoch, seqs in per_gate:
-                progress[gate_id] = self._advance(s, gate_id, epoch, seqs, row=rows.get(gate_id))
+                row = rows.setdefault(gate_id, _Run(gate_id, epoch, new=True))
+                progress[gate_id] = self._advance(s, row, epoch, seqs)
+            _save_runs(s, list(rows.values()))
         for ev in stored:
             if ev.lot_id not in lots:
                 logger.warning("event %s is for unknown lot %s: stored, not counted", ev.id, ev.lot_id)
@@ -292,49 +350,56 @@ class EventStore:
         return {ev.id for ev in new}
 
     def _count(self, s: Session, stored: list[GateEvent]) -> dict[str, LotState]:
-        """Apply the new events to their lots' occupancy, one by one (clamped to 0..capacity)."""
+        """Apply the new events to their lots' occupancy, one by one in time order (clamped to
+        0..capacity): the lots' rows read (and locked) in one query, written in one executemany."""
         lot_ids = sorted({ev.lot_id for ev in stored})
         if not lot_ids:
             return {}
-        rows = {r.id: r for r in s.scalars(select(LotRow).where(LotRow.id.in_(lot_ids)).with_for_update())}
+        t = _LOTS
+        query = select(t.c.id, t.c.name, t.c.capacity, t.c.occupied, t.c.last_event_ts).where(
+            t.c.id.in_(lot_ids)
+        )
+        lots = {
+            r.id: [r.occupied, _aware(r.last_event_ts) if r.last_event_ts else None, r]
+            for r in s.execute(query.with_for_update())
+        }
         for ev in sorted(stored, key=lambda e: e.ts):
-            lot = rows.get(ev.lot_id)
+            lot = lots.get(ev.lot_id)
             if lot is None:
                 continue
             if ev.decision.action is Action.OPEN:
                 step = 1 if ev.direction is Direction.ENTRY else -1
-                lot.occupied = min(max(lot.occupied + step, 0), lot.capacity)
-            if lot.last_event_ts is None or _aware(lot.last_event_ts) < ev.ts:
-                lot.last_event_ts = ev.ts
-        return {lot_id: _state(row) for lot_id, row in rows.items()}
+                lot[0] = min(max(lot[0] + step, 0), lot[2].capacity)
+            if lot[1] is None or lot[1] < ev.ts:
+                lot[1] = ev.ts
+        if lots:
+            s.execute(
+                update(t)
+                .where(t.c.id == bindparam("lot"))
+                .values(occupied=bindparam("n"), last_event_ts=bindparam("at")),
+                [{"lot": lot_id, "n": n, "at": at} for lot_id, (n, at, _r) in lots.items()],
+            )
+        return {lot_id: LotState(lot_id, r.name, r.capacity, n, at) for lot_id, (n, at, r) in lots.items()}
 
     @staticmethod
-    def _progress_rows(s: Session, gate_ids: list[str]) -> dict[str, GateProgressRow]:
+    def _progress_rows(s: Session, gate_ids: list[str]) -> dict[str, _Run]:
         """The gates' progress rows, read and locked in one query (in id order)."""
         if not gate_ids:
             return {}
-        query = select(GateProgressRow).where(GateProgressRow.gate_id.in_(gate_ids)).with_for_update()
-        return {row.gate_id: row for row in s.scalars(query.order_by(GateProgressRow.gate_id))}
+        t = _PROGRESS
+        query = select(t).where(t.c.gate_id.in_(gate_ids)).order_by(t.c.gate_id).with_for_update()
+        return {
+            r.gate_id: _Run(r.gate_id, r.epoch, r.upto, r.max_seq, r.unrecoverable) for r in s.execute(query)
+        }
 
-    def _advance(
-        self,
-        s: Session,
-        gate_id: str,
-        epoch: str,
-        seqs: list[int],
-        floor: int = 0,
-        row: GateProgressRow | None = None,
-    ) -> Progress:
+    def _advance(self, s: Session, row: _Run, epoch: str, seqs: list[int], floor: int = 0) -> Progress:
         """Move the gate's ``upto`` over every stored contiguous sequence number (gap detection).
 
         ``seqs`` (sorted) were just stored. The usual case, in order with no hole before, needs no
-        query: they simply extend the run. Otherwise the stored numbers after ``upto`` are read."""
-        if row is None:
-            row = s.get(GateProgressRow, gate_id, with_for_update=True)
-        if row is None:
-            row = GateProgressRow(gate_id=gate_id, epoch=epoch, upto=0, max_seq=0, unrecoverable=0)
-            s.add(row)
-        elif row.epoch != epoch:
+        query: they simply extend the run. Otherwise the stored numbers after ``upto`` are read.
+        The caller writes ``row`` back (:func:`_save_runs`)."""
+        gate_id = row.gate_id
+        if row.epoch != epoch:
             logger.warning("gate %s has a new outbox (epoch %s after %s)", gate_id, epoch, row.epoch)
             row.epoch, row.upto, row.max_seq = epoch, 0, 0
         if (
@@ -379,11 +444,11 @@ class EventStore:
         """The gate says its outbox starts at ``first_seq``: anything before it that is not stored
         will never come. Returns the progress and how many events were given up for lost now."""
         with write_session(self.engine) as s:
-            row = s.get(GateProgressRow, gate_id)
-            before = row.unrecoverable if row is not None and row.epoch == epoch else 0
-            progress = self._advance(s, gate_id, epoch, [], floor=first_seq)
-            after = s.get(GateProgressRow, gate_id).unrecoverable  # type: ignore[union-attr]
-        return progress, after - before
+            row = self._progress_rows(s, [gate_id]).get(gate_id) or _Run(gate_id, epoch, new=True)
+            before = row.unrecoverable if row.epoch == epoch else 0
+            progress = self._advance(s, row, epoch, [], floor=first_seq)
+            _save_runs(s, [row])
+        return progress, row.unrecoverable - before
 
     def progress(self, gate_id: str) -> Progress | None:
         with Session(self.engine) as s:
