@@ -56,7 +56,27 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(opendata.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(ops_api.bp)
+    from dashboard import inspection, inspection_api, near  # stations, intruder alerts; lots near me
+
+    app.register_blueprint(inspection.bp)
+    app.register_blueprint(inspection_api.bp)
+    app.register_blueprint(near.bp)
+    from dashboard import lots, lots_api  # lot detail, live vehicle feed, gate health: pages and JSON
+
+    app.register_blueprint(lots.bp)
+    app.register_blueprint(lots_api.bp)
+    from dashboard import commands, lists, ops_actions_api, plates, signs  # operator actions
+
+    for module in (plates, lists, commands, signs, ops_actions_api):
+        app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, api.http_error)
+    from dashboard import openapi  # GET /api/v1/openapi.json; every declared operation's parameters checked
+
+    openapi.configure(app)
+    # plain availability reads answered from pre-encoded bytes in front of Flask (dashboard/api.py)
+    app.wsgi_app = api.FastAvailability(  # type: ignore[method-assign]
+        app.wsgi_app, api.availability_cache(app), security.fixed_headers(cfg)
+    )
     app.jinja_env.globals["product_title"] = cfg.title
     return app
 

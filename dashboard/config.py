@@ -34,6 +34,14 @@ def default_secret_key_file() -> Path:
     return Path(state) / "parkgate" / "dashboard-secret.key"
 
 
+class Place(StrictModel):
+    """A named place drivers may type on the public "lots near me" page (no internet geocoding)."""
+
+    name: str = Field(min_length=1, max_length=60, description="what a driver types, e.g. 江汉路步行街")
+    lat: float = Field(ge=-90, le=90, description="latitude (WGS 84)")
+    lon: float = Field(ge=-180, le=180, description="longitude (WGS 84)")
+
+
 class DashboardConfig(StrictModel):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: Port = Field(8080, description="HTTP port")
@@ -84,6 +92,11 @@ class DashboardConfig(StrictModel):
         "30 per minute",
         description="login attempts allowed per client address whatever the name (against guessing names)",
     )
+    places: list[Place] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="named places for the public /near page: [[places]] name, lat, lon (lot names work too)",
+    )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @field_validator("login_limit", "login_limit_per_address")
@@ -93,6 +106,15 @@ class DashboardConfig(StrictModel):
             limits.parse_many(value)
         except ValueError as err:
             raise ValueError(f"{err} (write e.g. '5 per minute' or '5/minute; 20/hour')") from None
+        return value
+
+    @field_validator("places")
+    @classmethod
+    def _places_unique(cls, value: list[Place]) -> list[Place]:
+        names = [p.name.strip().casefold() for p in value]
+        repeated = sorted({p.name for p in value if names.count(p.name.strip().casefold()) > 1})
+        if repeated:
+            raise ValueError(f"place names must be unique; repeated: {', '.join(repeated)}")
         return value
 
     @field_validator("timezone")

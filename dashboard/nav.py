@@ -27,7 +27,16 @@ ROLE_LABELS = {"viewer": _l("Viewer"), "operator": _l("Operator"), "admin": _l("
 
 NAV: list[NavItem] = [
     NavItem("public.index", _l("Overview")),
+    NavItem("near.page", _l("Near me")),
     NavItem("ops.home", _l("Lots"), "viewer"),
+    NavItem("lots.live", _l("Live vehicles"), "viewer"),
+    NavItem("lots.gates", _l("Gate health"), "viewer"),
+    NavItem("inspection.alerts", _l("Alerts"), "viewer"),
+    NavItem("inspection.station_list", _l("Stations"), "viewer"),
+    NavItem("plates.search", _l("Plate search"), "viewer"),
+    NavItem("lists.index", _l("Lists"), "viewer"),
+    NavItem("gates.gates", _l("Remote open"), "operator"),
+    NavItem("signs.index", _l("Signs"), "viewer"),
     NavItem("ops.audit", _l("Audit trail"), "viewer"),
 ]
 
