@@ -104,8 +104,16 @@ class GateServer:
     async def _main(self, stop: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         _remove_stale_socket(self.path)
-        server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=LINE_LIMIT)
-        os.chmod(self.path, 0o660)  # the edge runs as another user of the same group
+        # bound and listening under a temporary name, then renamed: a client never finds the
+        # socket file before the server accepts on it
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        temporary.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(temporary))
+        os.chmod(temporary, 0o660)  # the edge runs as another user of the same group
+        sock.listen(16)
+        os.rename(temporary, self.path)
+        server = await asyncio.start_unix_server(self._client, sock=sock, limit=LINE_LIMIT)
         log.info("gate server listening on %s", self.path)
         self._outbox.clear()  # a new client gets the current snapshot first anyway
         self.ready.set()
