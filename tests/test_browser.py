@@ -7,8 +7,6 @@ dashboard's MQTT feed -> server-sent events -> the page.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,25 +20,16 @@ from dashboard.config import DashboardConfig
 from parkgate.settings import MqttSettings
 from protocol import Action, Decision, Direction, GateEvent, Reason, Topics, encode
 from protocol.messages import utc_now
+from tests.browser_helpers import ARTIFACTS, BROWSER_MARKS, chromium_page, serve
 from tests.mqtt_helpers import publish_raw
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (deploy/setup.sh --dev)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
 @pytest.fixture
 def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[tuple[str, MqttSettings]]:
     """Collector and dashboard (waitress on a free port) on the test's broker; yields the base URL."""
-    from waitress import create_server
-
     collector = Collector(
         CollectorConfig(
             name="c1",
@@ -57,29 +46,18 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[tuple[str, M
     )
     collector.start()
     app = create_app({"PARKGATE": DashboardConfig(mqtt=mqtt_settings)})
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    threading.Thread(target=server.run, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}", mqtt_settings  # type: ignore[union-attr]
+        with serve(app) as url:
+            yield url, mqtt_settings
     finally:
-        server.close()
         app.extensions["parkgate.feed"].stop()
         collector.close()
 
 
 @pytest.fixture
 def page() -> Iterator[sync_api.Page]:
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-            ],
-        )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    with chromium_page(1280, 860) as page:
         yield page
-        browser.close()
 
 
 def car_enters(settings: MqttSettings, seq: int) -> None:

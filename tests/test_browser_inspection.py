@@ -16,8 +16,6 @@ Content-Security-Policy or throw a script error.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +23,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from ulid import ULID
 
 from cloud.collector import Collector
@@ -33,7 +30,6 @@ from cloud.config import CollectorConfig
 from dashboard import create_app
 from dashboard.config import DashboardConfig
 from dashboard.inspection_feed import WATCH_KEY
-from dashboard.users import UserStore
 from parkgate.demo import write_toml
 from parkgate.settings import MqttSettings
 from protocol import (
@@ -50,23 +46,15 @@ from protocol import (
     encode,
 )
 from protocol.messages import utc_now
+from tests.browser_helpers import ARTIFACTS, BROWSER_MARKS, add_operator, chromium, log_in, serve
 from tests.mqtt_helpers import publish_raw, retained
 from tests.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (deploy/setup.sh --dev)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = sync_api.expect
 
 PLATE = "冀F12345"
-PASSWORD = "olga-password-1"
 SITE = {
     "name": "c1",
     "republish_s": 600,  # so only the refresh after the unlock can bring the new list this soon
@@ -91,10 +79,6 @@ SITE = {
     ],
 }
 PLACES = [{"name": "江汉路步行街", "lat": 30.5810, "lon": 114.2880}]
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
 
 
 @dataclass
@@ -108,31 +92,25 @@ class System:
 @pytest.fixture
 def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[System]:
     """Collector and dashboard (waitress on a free port) on the test's broker, one operator."""
-    from waitress import create_server
-
     database = f"sqlite:///{tmp_path / 'events.sqlite'}"
     cfg = CollectorConfig.model_validate({**SITE, "database": database, "mqtt": mqtt_settings.model_dump()})
     collector = Collector(cfg)
     collector.start()
-    users = UserStore(database, hasher=PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
-    users.add_user("olga", PASSWORD, "operator")
-    users.close()
+    add_operator(database)
     seed_pass_rates(collector)
     dashboard = DashboardConfig(
         mqtt=mqtt_settings, database=database, secret_key_file=tmp_path / "secret.key",
         collector_config=write_toml(tmp_path / "collector.toml", {**SITE, "database": database}), places=PLACES,
     )  # fmt: skip
     app = create_app({"PARKGATE": dashboard})
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    threading.Thread(target=server.run, daemon=True).start()
-    topics = Topics(mqtt_settings.topic_root)
-    for gate, lot in (("L1-in", "L1"), ("L2-in", "L2"), ("ST01-L1", "ST01"), ("ST01-L2", "ST01")):
-        heartbeat(mqtt_settings, topics, gate, lot)
-    wait_until(lambda: collector.connected.is_set(), what="collector connected")
     try:
-        yield System(f"http://127.0.0.1:{server.effective_port}", mqtt_settings, collector, topics)  # type: ignore[union-attr]
+        with serve(app) as url:
+            topics = Topics(mqtt_settings.topic_root)
+            for gate, lot in (("L1-in", "L1"), ("L2-in", "L2"), ("ST01-L1", "ST01"), ("ST01-L2", "ST01")):
+                heartbeat(mqtt_settings, topics, gate, lot)
+            wait_until(lambda: collector.connected.is_set(), what="collector connected")
+            yield System(url, mqtt_settings, collector, topics)
     finally:
-        server.close()
         watch = app.extensions.get(WATCH_KEY)
         if watch is not None:
             watch.stop()
@@ -216,10 +194,8 @@ class Watched:
 
 @pytest.fixture
 def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def test_operator_sees_a_lock_arrive_then_unlocks_it_and_the_lanes_hear(
@@ -228,11 +204,7 @@ def test_operator_sees_a_lock_arrive_then_unlocks_it_and_the_lanes_hear(
     ARTIFACTS.mkdir(exist_ok=True)
     watched = Watched()
     page = watched.attach(browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN"))
-    page.goto(system.url + "/login?next=/ops/alerts")
-    page.fill("input[name=name]", "olga")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(system.url + "/ops/alerts")
+    log_in(page, system.url, "/ops/alerts")
     expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=5000)
     expect(page.locator("#alerts-empty")).to_be_visible()
     page.evaluate("window.__notReloaded = true")

@@ -13,8 +13,6 @@ Screenshots: tests/artifacts/ops-open.png, ops-plates.png, ops-lists.png, ops-si
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +20,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from flask import Flask
 from ulid import ULID
 
@@ -37,20 +34,12 @@ from parkgate.demo import write_toml
 from parkgate.settings import MqttSettings
 from protocol import Action, Decision, Direction, GateEvent, Reason, Topics, encode
 from protocol.messages import utc_now
+from tests.browser_helpers import ARTIFACTS, BROWSER_MARKS, add_operator, chromium_page, log_in, serve
 from tests.mqtt_helpers import publish_raw
 from tests.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-PASSWORD = "olga-password-1"
 REASONS = {Direction.ENTRY: Reason.SPACE_FREE, Direction.EXIT: Reason.EXIT}
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (deploy/setup.sh --dev)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
@@ -65,8 +54,6 @@ class System:
 
 @pytest.fixture
 def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[System]:
-    from waitress import create_server
-
     database = f"sqlite:///{tmp_path / 'events.sqlite'}"
     site = {
         "name": "c1", "database": database, "mqtt": mqtt_settings.model_dump(mode="json", exclude_none=True),
@@ -74,9 +61,7 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[System]:
         "screens": [{"id": "S1", "name": "解放大道诱导屏", "lots": [{"lot_id": "L1", "arrow": "left"},
                                                               {"lot_id": "L2", "arrow": "right"}]}],
     }  # fmt: skip
-    users = UserStore(database, hasher=PasswordHasher(time_cost=1, memory_cost=8192))  # fast to seed
-    users.add_user("olga", PASSWORD, "operator", lots="L1,L2")
-    users.close()
+    add_operator(database, lots="L1,L2")
     collector = Collector(CollectorConfig.model_validate(site))
     collector.start()
     node = EdgeNode.build(
@@ -101,14 +86,12 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[System]:
         collector_config=write_toml(tmp_path / "collector.toml", site),
     )  # fmt: skip
     app = create_app({"PARKGATE": cfg})
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    threading.Thread(target=server.run, daemon=True).start()
     try:
-        wait_until(lambda: "G1" in live_state(app).gates, what="the gate's status at the dashboard")
-        wait_until(lambda: "L1" in live_state(app).lots, what="the lot's availability at the dashboard")
-        yield System(f"http://127.0.0.1:{server.effective_port}", app, collector, node, mqtt_settings)  # type: ignore[union-attr]
+        with serve(app) as url:
+            wait_until(lambda: "G1" in live_state(app).gates, what="the gate's status at the dashboard")
+            wait_until(lambda: "L1" in live_state(app).lots, what="the lot's availability at the dashboard")
+            yield System(url, app, collector, node, mqtt_settings)
     finally:
-        server.close()
         app.extensions["parkgate.feed"].stop()
         if "parkgate.ops.commands" in app.extensions:
             app.extensions["parkgate.ops.commands"].stop()
@@ -118,26 +101,10 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[System]:
 
 @pytest.fixture
 def page() -> Iterator[sync_api.Page]:
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    with chromium_page(1280, 900) as page:
         page.console_messages = []  # type: ignore[attr-defined]
         page.on("console", lambda msg: page.console_messages.append(msg.text))  # type: ignore[attr-defined]
         yield page
-        browser.close()
-
-
-def log_in(page: sync_api.Page, url: str, path: str) -> None:
-    page.goto(url + path)
-    assert "/login?next=" in page.url
-    page.fill("#name", "olga")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(url + path)
 
 
 def no_csp_violations(page: sync_api.Page) -> None:

@@ -11,8 +11,6 @@ vehicle itself reaches the live feed over the dashboard's own subscription to ga
 from __future__ import annotations
 
 import math
-import os
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,25 +25,16 @@ from cloud.events_store import EventStore
 from cloud.history import write_samples
 from dashboard import create_app
 from dashboard.config import DashboardConfig
-from dashboard.users import UserStore
 from edge.snapshots import crop_for_event
 from edge.synthetic import render_plate
 from parkgate.settings import MqttSettings
 from protocol import Action, Decision, Direction, GateEvent, GateStatus, Reason, Topics, encode
 from protocol.messages import utc_now
+from tests.browser_helpers import ARTIFACTS, BROWSER_MARKS, add_operator, chromium_page, log_in, serve
 from tests.mqtt_helpers import publish_raw
 from tests.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-PASSWORD = "olga-password-1"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (deploy/setup.sh --dev)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
@@ -97,13 +86,9 @@ def seed(database: str) -> None:
 @pytest.fixture
 def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[tuple[str, MqttSettings]]:
     """Collector and dashboard (waitress) on the test's broker and one database; yields the URL."""
-    from waitress import create_server
-
     database = f"sqlite:///{tmp_path / 'events.sqlite'}"
     seed(database)
-    users = UserStore(database)
-    users.add_user("olga", PASSWORD, "operator", lots="L1")
-    users.close()
+    add_operator(database, lots="L1")
     collector = Collector(
         CollectorConfig(
             name="c1", database=database, mqtt=mqtt_settings,
@@ -124,29 +109,18 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[tuple[str, M
         publish_raw(mqtt_settings, topics.gate_status(status.gate_id), encode(status), retain=True)
     cfg = DashboardConfig(database=database, secret_key_file=tmp_path / "secret.key", mqtt=mqtt_settings)
     app = create_app({"PARKGATE": cfg})
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    threading.Thread(target=server.run, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}", mqtt_settings  # type: ignore[union-attr]
+        with serve(app) as url:
+            yield url, mqtt_settings
     finally:
-        server.close()
         app.extensions["parkgate.feed"].stop()
         collector.close()
 
 
 @pytest.fixture
 def page() -> Iterator[sync_api.Page]:
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-            ],
-        )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1360, "height": 900}, locale="zh-CN")
+    with chromium_page(1360, 900) as page:
         yield page
-        browser.close()
 
 
 class Cars:
@@ -193,12 +167,7 @@ def test_operator_pages_follow_a_car_live(system: tuple[str, MqttSettings], page
     page.on("pageerror", lambda err: problems.append(str(err)))
 
     # log in through the form
-    page.goto(url + "/ops/")
-    assert page.url.startswith(url + "/login?next=")
-    page.fill("#name", "olga")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(url + "/ops/")
+    log_in(page, url, "/ops/")
 
     # the overview: L1 only (olga's scope), its trend, then a car enters
     sync_api.expect(page.locator("#ops-lot-L1 .ops-free")).to_have_text("7", timeout=5000)

@@ -56,6 +56,7 @@ from protocol import (
     encode,
 )
 from protocol.messages import utc_now
+from tests.browser_helpers import CHROMIUM, chromium_page, serve
 from tests.mqtt_helpers import publish_raw
 from tests.waiting import wait_until
 
@@ -468,32 +469,22 @@ def test_the_command_refuses_bad_overrides(
 
 
 # -- the sign page in a real browser ---------------------------------------------------------------------
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.fixture
 def sign_page(tmp_path: Path) -> Iterator[tuple[Flask, Page, str]]:
     """A dashboard (waitress, free port, live state filled by the test) and a Chromium page."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (deploy/setup.sh --dev)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    from waitress import create_server
-
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     from dashboard import create_app
     from dashboard.config import DashboardConfig
 
     cfg = DashboardConfig(secret_key_file=tmp_path / "secret.key")
     app = create_app({"LIVE_FEED": False, "SSE_KEEPALIVE_S": 0.5, "PARKGATE": cfg})
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1280, "height": 720}, locale="zh-CN")
-            yield app, page, f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
-            browser.close()
-    finally:
-        server.close()
+    with (
+        serve(app, threads=4) as url,
+        chromium_page(1280, 720, args=["--no-sandbox", "--disable-gpu"]) as page,
+    ):
+        yield app, page, url
 
 
 def sign_content(age: float | None, limit: float, ts: datetime | None = None) -> ScreenContent:

@@ -17,54 +17,26 @@
 (function () {
   "use strict";
 
-  var RETRY_MIN_MS = 2000;
-  var RETRY_MAX_MS = 30000;
   var TICK_MS = 1000;
+
+  var byId = ParkGate.dom.byId;
+  var el = ParkGate.dom.el;
+  var validId = ParkGate.util.validId;
+  var pad2 = ParkGate.util.pad2;
+
+  /** A page's JSON block (ParkGate.util.readJSON), {} if missing or bad. */
+  function readJSON(id) {
+    return ParkGate.util.readJSON(id) || {};
+  }
 
   var MESSAGES = readJSON("inspection-i18n");
 
-  function readJSON(id) {
-    var node = document.getElementById(id);
-    if (!node) return {};
-    try {
-      var data = JSON.parse(node.textContent || "{}");
-      return data && typeof data === "object" ? data : {};
-    } catch (err) {
-      return {};
-    }
-  }
-
   function t(key, vars) {
-    var text = Object.prototype.hasOwnProperty.call(MESSAGES, key) ? String(MESSAGES[key]) : key;
-    Object.keys(vars || {}).forEach(function (name) {
-      text = text.split("{" + name + "}").join(String(vars[name]));
-    });
-    return text;
-  }
-
-  function byId(id) {
-    return document.getElementById(id);
-  }
-
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
+    return ParkGate.util.format(MESSAGES, key, vars);
   }
 
   function util() {
     return (window.ParkGate && ParkGate.util) || null;
-  }
-
-  var ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-
-  function validId(value) {
-    return typeof value === "string" && ID_RE.test(value);
-  }
-
-  function pad2(n) {
-    return (n < 10 ? "0" : "") + n;
   }
 
   /** Local "YYYY-MM-DD HH:MM:SS" of an ISO time. */
@@ -80,61 +52,23 @@
 
   // ---- the stream ---------------------------------------------------------------------------
 
-  function setConn(state) {
-    var node = byId("conn");
-    if (!node) return;
-    node.setAttribute("data-state", state);
-    var text = util() ? util().t("conn." + state) : state;
-    var label = node.querySelector(".conn-label");
-    if (label) label.textContent = text;
-    node.title = text;
-  }
-
   /**
-   * Follow the stream; the browser reconnects by itself (sending Last-Event-ID), and when it
-   * gives up, this retries with a growing delay, resuming after the last step seen.
+   * Follow the stream (ParkGate.stream.connect); the browser reconnects by itself (sending
+   * Last-Event-ID), and when it gives up, the retry resumes after the last step seen.
    */
   function follow(url, handlers) {
-    if (!url || typeof EventSource === "undefined") {
-      setConn("reconnecting");
-      return;
-    }
-    var delay = RETRY_MIN_MS;
     var lastStep = null;
-    var first = true;
-
-    function open() {
-      setConn(first ? "connecting" : "reconnecting");
-      var target = url;
-      if (lastStep !== null) target = withParam(url, "after", lastStep);
-      var source = new EventSource(target);
-      source.onopen = function () {
-        delay = RETRY_MIN_MS;
-        first = false;
-        setConn("live");
+    var tracked = {};
+    Object.keys(handlers).forEach(function (name) {
+      tracked[name] = function (data, event) {
+        if (event.lastEventId && /^\d+$/.test(event.lastEventId)) lastStep = event.lastEventId;
+        handlers[name](data);
       };
-      source.onerror = function () {
-        setConn("reconnecting");
-        if (source.readyState === EventSource.CLOSED) {
-          source.close();
-          window.setTimeout(open, delay);
-          delay = Math.min(delay * 2, RETRY_MAX_MS);
-        }
-      };
-      Object.keys(handlers).forEach(function (name) {
-        source.addEventListener(name, function (event) {
-          var data;
-          try {
-            data = JSON.parse(event.data);
-          } catch (err) {
-            return;
-          }
-          if (event.lastEventId && /^\d+$/.test(event.lastEventId)) lastStep = event.lastEventId;
-          if (data && typeof data === "object") handlers[name](data);
-        });
-      });
-    }
-    open();
+    });
+    var target = function () {
+      return lastStep !== null ? withParam(url, "after", lastStep) : url;
+    };
+    ParkGate.stream.connect(url && target, tracked, { connectingUntilOpen: true });
   }
 
   function withParam(url, name, value) {
@@ -533,11 +467,8 @@
     /** After a lock or an unlock at this station: the locked lists again, from the API. */
     refreshLocks: function () {
       var self = this;
-      window
-        .fetch(this.api, { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then(function (response) {
-          return response.ok ? response.json() : null;
-        })
+      ParkGate.api
+        .getJSON(this.api)
         .then(function (data) {
           if (!data) return;
           self.renderChips("locked-plates", data.locked || [], true);

@@ -22,21 +22,10 @@
   var body = document.body;
   if (!body || body.getAttribute("data-page") !== "near") return;
 
-  var M = (function () {
-    var node = document.getElementById("near-i18n");
-    try {
-      return node ? JSON.parse(node.textContent || "{}") : {};
-    } catch (err) {
-      return {};
-    }
-  })();
+  var M = ParkGate.util.readJSON("near-i18n") || {};
 
   function t(key, vars) {
-    var text = Object.prototype.hasOwnProperty.call(M, key) ? String(M[key]) : key;
-    Object.keys(vars || {}).forEach(function (name) {
-      text = text.split("{" + name + "}").join(String(vars[name]));
-    });
-    return text;
+    return ParkGate.util.format(M, key, vars);
   }
 
   function byId(id) {
@@ -122,13 +111,10 @@
     params.set("lon", String(state.lon));
     params.set("radius_km", String(state.radius));
     if (!state.fetchedAt) status(t("loading"));
-    window
-      .fetch(state.api + "?" + params.toString(), { headers: { Accept: "application/json" } })
-      .then(function (response) {
-        if (!response.ok) throw new Error("HTTP " + response.status);
-        return response.json();
-      })
+    ParkGate.api
+      .getJSON(state.api + "?" + params.toString())
       .then(function (data) {
+        if (!data) throw new Error("no list");
         state.fetchedAt = Date.now();
         render(Array.isArray(data.lots) ? data.lots : []);
         status("");

@@ -20,18 +20,21 @@ var ParkGateOps = (function () {
   "use strict";
 
   var util = ParkGate.util;
-  var ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/; // protocol.topics.ID_PATTERN
+  var dom = ParkGate.dom;
+  var byId = dom.byId;
+  var el = dom.el;
+  var clear = dom.clear;
+  var flash = dom.flash;
+  var validId = util.validId; // protocol.topics.ID_PATTERN
   var EVENT_ID_RE = /^[0-9A-Za-z_-]{16,40}$/; // protocol.messages.EventId
   var TICK_MS = 1000;
-  var RETRY_MIN_MS = 2000;
-  var RETRY_MAX_MS = 30000;
   var LEGACY_LIMIT_S = 120; // a count from a collector that does not say its limit (dashboard/opendata.py)
   var CHART_REFRESH_MS = 5 * 60 * 1000;
   var BARRIER_FAULTS = ["FAULT", "EMERGENCY_OPEN"];
   var PAUSE_KEPT = 200;
 
   var body = document.body;
-  var DATA = readJSON("ops-data") || {};
+  var DATA = util.readJSON("ops-data") || {};
   var TEXTS = DATA.texts || {};
   var LIMITS = DATA.limits || {};
   var NAMES = DATA.names || {};
@@ -40,47 +43,13 @@ var ParkGateOps = (function () {
 
   // ---- helpers ------------------------------------------------------------------------------
 
-  function readJSON(id) {
-    var node = document.getElementById(id);
-    if (!node) return null;
-    try {
-      return JSON.parse(node.textContent || "null");
-    } catch (err) {
-      if (window.console) console.warn("ParkGate: bad page data", id, err);
-      return null;
-    }
-  }
-
   /** The page's text for ``key`` with ``{name}`` placeholders filled from ``vars``. */
   function tx(key, vars) {
-    var text = Object.prototype.hasOwnProperty.call(TEXTS, key) ? String(TEXTS[key]) : key;
-    Object.keys(vars || {}).forEach(function (name) {
-      text = text.split("{" + name + "}").join(String(vars[name]));
-    });
-    return text;
-  }
-
-  function byId(id) {
-    return document.getElementById(id);
-  }
-
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function clear(node) {
-    while (node.firstChild) node.removeChild(node.firstChild);
+    return util.format(TEXTS, key, vars);
   }
 
   function isNum(value) {
     return typeof value === "number" && isFinite(value);
-  }
-
-  function validId(value) {
-    return typeof value === "string" && ID_RE.test(value);
   }
 
   function fill(pattern, placeholder, value) {
@@ -93,20 +62,6 @@ var ParkGateOps = (function () {
 
   function cropUrl(eventId) {
     return fill(body.getAttribute("data-crop-url"), "EVENTID", eventId);
-  }
-
-  function flash(node, className) {
-    if (!node) return;
-    node.classList.remove("flash-up", "flash-down");
-    void node.offsetWidth; // reflow, so the animation starts again
-    node.classList.add(className);
-    node.addEventListener(
-      "animationend",
-      function () {
-        node.classList.remove(className);
-      },
-      { once: true }
-    );
   }
 
   // ---- times, in the dashboard's time zone and the page's language ---------------------------
@@ -150,57 +105,13 @@ var ParkGateOps = (function () {
 
   // ---- the stream ---------------------------------------------------------------------------
 
-  function setConnState(state) {
-    var node = byId("conn");
-    if (!node) return;
-    node.setAttribute("data-state", state);
-    var text = util.t("conn." + state);
-    var label = node.querySelector(".conn-label");
-    if (label) label.textContent = text;
-    node.title = text;
-  }
-
-  /** Keep an EventSource open; when the browser gives up (CLOSED), retry with a growing delay. */
+  /** Follow the page's stream (data-stream); when the session ends, reload: the server sends the login page. */
   function connect(handlers) {
-    var url = body.getAttribute("data-stream");
-    var delay = RETRY_MIN_MS;
-    var source = null;
-    if (!url || typeof EventSource === "undefined") {
-      setConnState("reconnecting");
-      return;
-    }
-    function open() {
-      setConnState(source ? "reconnecting" : "connecting");
-      source = new EventSource(url);
-      source.onopen = function () {
-        delay = RETRY_MIN_MS;
-        setConnState("live");
-      };
-      source.onerror = function () {
-        setConnState("reconnecting");
-        if (source.readyState === EventSource.CLOSED) {
-          source.close();
-          window.setTimeout(open, delay);
-          delay = Math.min(delay * 2, RETRY_MAX_MS);
-        }
-      };
-      source.addEventListener("end", function () {
-        source.close();
-        window.location.reload(); // the session ended: the server sends the login page
-      });
-      Object.keys(handlers).forEach(function (name) {
-        source.addEventListener(name, function (event) {
-          var data;
-          try {
-            data = JSON.parse(event.data);
-          } catch (err) {
-            return;
-          }
-          if (data && typeof data === "object") handlers[name](data);
-        });
-      });
-    }
-    open();
+    ParkGate.stream.connect(body.getAttribute("data-stream"), handlers, {
+      onEnd: function () {
+        window.location.reload();
+      }
+    });
   }
 
   // ---- a lot's data age (the lot's own limit, as the signs judge it) ---------------------------
@@ -826,8 +737,7 @@ var ParkGateOps = (function () {
       var api = DATA.api || {};
       function get(url, use) {
         if (!url) return;
-        window.fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-          .then(function (r) { return r.ok ? r.json() : null; })
+        ParkGate.api.getJSON(url)
           .then(function (data) { if (data) use(data); })
           .catch(function () {});
       }

@@ -31,27 +31,37 @@ var ParkGate = (function () {
 
   // ---- texts --------------------------------------------------------------------------------
 
-  var MESSAGES = (function () {
-    var node = document.getElementById("i18n");
-    if (!node) return {};
+  /** The object in a page's <script type="application/json" id="..."> block; null if missing or bad. */
+  function readJSON(id) {
+    var node = document.getElementById(id);
+    if (!node) return null;
     try {
-      var data = JSON.parse(node.textContent || "{}");
-      return data && typeof data === "object" ? data : {};
+      var data = JSON.parse(node.textContent || "null");
+      return data && typeof data === "object" ? data : null;
     } catch (err) {
-      return {};
+      if (window.console) console.warn("ParkGate: bad page data", id, err);
+      return null;
     }
-  })();
+  }
+
+  var MESSAGES = readJSON("i18n") || {};
+
+  /**
+   * ``messages[key]`` (else ``fallback``, else the key itself) with ``{name}`` placeholders filled
+   * from ``vars``. Each script's own text block goes through this (ops-data, inspection-i18n, ...).
+   */
+  function format(messages, key, vars, fallback) {
+    var has = Object.prototype.hasOwnProperty.call(messages, key);
+    var text = has ? String(messages[key]) : fallback !== undefined ? fallback : key;
+    Object.keys(vars || {}).forEach(function (name) {
+      text = text.split("{" + name + "}").join(String(vars[name]));
+    });
+    return text;
+  }
 
   /** The page's text for ``key`` with ``{name}`` placeholders filled from ``vars``. */
   function t(key, vars, fallback) {
-    var has = Object.prototype.hasOwnProperty.call(MESSAGES, key);
-    var text = has ? String(MESSAGES[key]) : fallback !== undefined ? fallback : key;
-    if (vars) {
-      Object.keys(vars).forEach(function (name) {
-        text = text.split("{" + name + "}").join(String(vars[name]));
-      });
-    }
-    return text;
+    return format(MESSAGES, key, vars, fallback);
   }
 
   // ---- small helpers ------------------------------------------------------------------------
@@ -200,6 +210,15 @@ var ParkGate = (function () {
     });
   }
 
+  /** GET JSON from this server with the session cookie: a Promise of the data, null unless 2xx. */
+  function getJSON(url) {
+    return window
+      .fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        return response.ok ? response.json() : null;
+      });
+  }
+
   // ---- connection ---------------------------------------------------------------------------
 
   function setConnState(state) {
@@ -213,19 +232,30 @@ var ParkGate = (function () {
   }
 
   /**
-   * Open the EventSource and keep it open. The browser retries by itself while the stream is
-   * CONNECTING; if it gives up (CLOSED, e.g. the server answered with an error), retry here
-   * with a growing delay.
+   * Follow a server-sent event stream and keep it open (every live page: overview, sign, the
+   * operator pages of ops-lots.js and inspection.js). The browser retries by itself while the
+   * stream is CONNECTING; if it gives up (CLOSED, e.g. the server answered with an error), retry
+   * here with a growing delay. The state shows in #conn.
+   *
+   * ``handlers`` maps event names to functions of (data, event), data being the event's JSON
+   * object (an event without one is dropped). ``url`` may be a function, asked before each
+   * attempt (to resume after the last event seen). Options: ``onEnd``, called after the stream
+   * is closed on an `end` event (the session ended); ``connectingUntilOpen``, show "connecting"
+   * rather than "reconnecting" on retries until a connection has opened.
    */
-  function connect(url, handlers) {
+  function connect(url, handlers, options) {
+    var opts = options || {};
     var delay = RETRY_MIN_MS;
     var source = null;
+    var opened = false;
 
     function open() {
-      setConnState(source ? "reconnecting" : "connecting");
-      source = new EventSource(url);
+      var again = opts.connectingUntilOpen ? opened : source !== null;
+      setConnState(again ? "reconnecting" : "connecting");
+      source = new EventSource(typeof url === "function" ? url() : url);
       source.onopen = function () {
         delay = RETRY_MIN_MS;
+        opened = true;
         setConnState("live");
       };
       source.onerror = function () {
@@ -236,10 +266,16 @@ var ParkGate = (function () {
           delay = Math.min(delay * 2, RETRY_MAX_MS);
         }
       };
+      if (opts.onEnd) {
+        source.addEventListener("end", function () {
+          source.close();
+          opts.onEnd();
+        });
+      }
       Object.keys(handlers).forEach(function (name) {
         source.addEventListener(name, function (event) {
           var data = parseData(event);
-          if (data) handlers[name](data);
+          if (data) handlers[name](data, event);
         });
       });
     }
@@ -579,7 +615,12 @@ var ParkGate = (function () {
   return {
     overview: overview,
     sign: sign,
-    api: { postJSON: postJSON },
-    util: { parseTs: parseTs, ageParts: ageParts, ageText: ageText, level: level, isStale: isStale, t: t }
+    api: { postJSON: postJSON, getJSON: getJSON },
+    stream: { connect: connect, setConnState: setConnState },
+    dom: { byId: byId, el: el, clear: clear, flash: flash },
+    util: {
+      parseTs: parseTs, ageParts: ageParts, ageText: ageText, level: level, isStale: isStale, t: t,
+      format: format, readJSON: readJSON, validId: validId, pad2: pad2
+    }
   };
 })();
