@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from dashboard import live_state
 from dashboard.api import error_response
 from dashboard.config import DashboardConfig
+from dashboard.openapi import operation, query
 from protocol import GateStatus, LotAvailability
 from protocol.messages import utc_now
 from protocol.topics import ID_PATTERN
@@ -252,6 +253,15 @@ def _json(model: BaseModel, *, exclude_none: bool = False) -> Response:
 
 # -- endpoints -----------------------------------------------------------------------------------------
 @bp.get("/lots")
+@operation(
+    LotsResponse,
+    params=(
+        query("lat", "number", "latitude of the point (WGS 84); give lat and lon together", minimum=-90, maximum=90),
+        query("lon", "number", "longitude of the point (WGS 84)", minimum=-180, maximum=180),
+        query("radius_km", "number", "search radius around the point (needs lat and lon)",
+              exclusiveMinimum=0, maximum=MAX_RADIUS_KM, default=DEFAULT_RADIUS_KM),
+    ),
+)  # fmt: skip
 def lots() -> Reply:
     """Lots near a point (ParkAPI-like), nearest first, or every lot."""
     try:
@@ -292,6 +302,7 @@ def lots() -> Reply:
 
 
 @bp.get("/lots/<lot_id>/forecast")
+@operation(ForecastResponse, errors=(503,))
 def forecast(lot_id: str) -> Reply:
     """Free spaces in 30 and 60 minutes, from the lot's history in the collector's database."""
     try:
@@ -348,6 +359,7 @@ def forecast(lot_id: str) -> Reply:
 
 
 @bp.get("/datex2")
+@operation(Datex2Publication)
 def datex2() -> Reply:
     """Every lot as a DATEX II Parking Publication Light (see the module docstring)."""
     try:

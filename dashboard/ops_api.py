@@ -7,24 +7,72 @@ Here: who am I, my lots, my audit trail, and notes — an operator writes what t
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import live_state
 from dashboard.api import error_response
 from dashboard.auth import audit, operator, require_lot, role_required, user_store
+from dashboard.openapi import operation, query
 from dashboard.users import LIMITS, can_see_lot, role_at_least
+from protocol import LotAvailability
 
 bp = Blueprint("ops_api", __name__, url_prefix="/api/v1/ops")
 
 
+# -- shapes of the answers, for the OpenAPI description (dashboard/openapi.py) -------------------------
+class OpsUser(BaseModel):
+    """An account as ``User.to_json`` gives it."""
+
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    lots: list[str] | Literal["*"] = Field(description='the lots in scope, or "*" for every lot')
+    stations: list[str] | Literal["*"] = Field(description='the stations in scope, or "*" for every one')
+    active: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class AuditEntry(BaseModel):
+    """One row of the operator audit trail (``AuditRecord.to_json``)."""
+
+    id: int
+    ts: datetime
+    user: str
+    action: str
+    target: str
+    detail: str
+    ip: str
+    result: Literal["ok", "failed", "denied"]
+
+
+class AuditPage(BaseModel):
+    rows: list[AuditEntry] = Field(description="newest first")
+
+
+class OpsLots(BaseModel):
+    lots: list[LotAvailability] = Field(description="the lots in the operator's scope, by id")
+    total_free: int
+
+
+class NoteRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the view reads these two and ignores the rest
+
+    text: str = Field(min_length=1, max_length=LIMITS["detail"], pattern=r"[^\s\x1c-\x1f]")
+    lot_id: str | None = Field(None, min_length=1, description="a lot in the operator's scope, or null")
+
+
 @bp.get("/whoami")
+@operation(OpsUser, summary="The logged-in account: name, role, scope")
 def whoami() -> Response:
     return jsonify(operator().to_json())
 
 
 @bp.get("/lots")
+@operation(OpsLots)
 def lots() -> Response:
     """Availability of the lots in the operator's scope."""
     user = operator()
@@ -35,6 +83,7 @@ def lots() -> Response:
 
 
 @bp.get("/lots/<lot_id>")
+@operation(LotAvailability, errors=(403,), summary="One lot's availability (the lot in scope)")
 def lot(lot_id: str) -> Response | tuple[Response, int]:
     require_lot(lot_id)
     found = live_state(current_app).lots.get(lot_id)
@@ -44,6 +93,16 @@ def lot(lot_id: str) -> Response | tuple[Response, int]:
 
 
 @bp.get("/audit")
+@operation(
+    AuditPage,
+    params=(
+        query("before", "integer", "only rows with a smaller id (the last id of the page before)",
+              minimum=1, maximum=2**63 - 1),
+        query("limit", "integer", "rows at most", minimum=1, maximum=1000, default=100),
+        query("user", "string", "only this user's rows (admins; others always see their own)",
+              maxLength=64, pattern=r"^[^\x00-\x20\x7f]+$"),
+    ),
+)  # fmt: skip
 def audit_trail() -> Response:
     """The newest rows first (``?before=ID`` pages back, ``?limit=N`` up to 1000); an admin sees
     everyone's (``?user=NAME`` to pick one), anyone else their own."""
@@ -60,6 +119,9 @@ def audit_trail() -> Response:
 
 
 @bp.post("/notes")
+@operation(
+    AuditEntry, status=201, body=NoteRequest, errors=(403,), summary="Write a note into the audit trail"
+)
 @role_required("operator")
 def note() -> tuple[Response, int]:
     """``{"text": "...", "lot_id": "L01"}`` (lot optional, in scope) into the audit trail."""

@@ -105,6 +105,12 @@ def _create_key(path: Path) -> None:
         raise SecretKeyError(path, f"cannot make it: {err.strerror or err}") from None
 
 
+def fixed_headers(cfg: DashboardConfig) -> list[tuple[str, str]]:
+    """The headers every response gets, as a list made once: the availability fast path in front
+    of Flask (dashboard/api.py ``FastAvailability``) sends these, as ``_headers`` below adds them."""
+    return [*HEADERS.items(), *([("Strict-Transport-Security", HSTS)] if cfg.behind_tls else [])]
+
+
 def configure(app: Flask, cfg: DashboardConfig) -> None:
     """Session key, cookie flags, trusted proxies and the response headers."""
     # Without a database there are no accounts, so nothing worth a lasting session: a key for this

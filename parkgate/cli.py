@@ -87,7 +87,6 @@ def _service(args: argparse.Namespace) -> int:
     runner = {
         "edge": services.run_edge,
         "collector": services.run_collector,
-        "dashboard": services.run_dashboard,
     }
     return runner[args.command](args.config)
 
@@ -108,6 +107,19 @@ def _bench_faults(args: argparse.Namespace) -> int:
     return run(
         scenarios, runs=runs, gates=args.gates, rate=args.rate, cut_events=args.cut_events, seed=args.seed
     )
+
+
+def _bench_api(args: argparse.Namespace) -> int:
+    from bench.api_load import BenchError, run
+
+    try:
+        return run(
+            lots=args.lots, duration=args.duration, connections=args.connections, threads=args.threads,
+            runs=args.runs, servers=args.server or ["dashboard"],
+        )  # fmt: skip
+    except BenchError as err:
+        print(f"parkgate bench api: {err}", file=sys.stderr)
+        return 1
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:
@@ -268,7 +280,9 @@ def _dashboard(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return _service(args)
+        from parkgate import services
+
+        return services.run_dashboard(args.config)
     except SQLAlchemyError as err:
         print(f"parkgate dashboard: database: {_db_error(err)}", file=sys.stderr)
         return 1
@@ -630,6 +644,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="publisher processes playing the gates, whole lots each (default 1)",
     )
     bingest.set_defaults(func=_bench_ingest)
+
+    from bench.api_load import build_parser as api_bench_options
+
+    bapi = bench_sub.add_parser(
+        "api",
+        help="the availability API under load: wrk against the real dashboard server",
+        description="Starts Mosquitto and the real `parkgate dashboard` on free loopback ports with --lots lots "
+        "in its live state, then runs wrk against /api/v1/availability and /api/v1/availability/<lot> and prints "
+        "per endpoint one JSON line {endpoint, requests_per_s, p50_ms, p99_ms, errors, ...} (medians of --runs).",
+    )
+    api_bench_options(bapi)
+    bapi.set_defaults(func=_bench_api)
 
     screens = sub.add_parser(
         "screens",

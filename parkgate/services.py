@@ -93,15 +93,24 @@ def run_collector(config: Path) -> int:
 
 
 def run_dashboard(config: Path | None) -> int:
-    from waitress import create_server
+    """The dashboard behind waitress, whose I/O thread answers the plain availability reads itself
+    from their pre-encoded bytes instead of passing them to a worker thread (dashboard/api.py
+    ``waitress_server``): per read a fifth of the CPU, so one process serves drivers' apps and signs
+    polling a city (README "The JSON API"). Everything else, the live streams too, runs on the
+    ``threads`` workers."""
+    import gc
 
     from dashboard import create_app
+    from dashboard.api import waitress_server
     from dashboard.config import DashboardConfig
 
     cfg = load_config(DashboardConfig, config) if config else DashboardConfig()
     stop = stop_on_signals()
     app = create_app({"PARKGATE": cfg})
-    server = create_server(app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="parkgate")
+    # What start-up made lives as long as the process: out of the collector's sight, so a full
+    # collection while serving walks what requests made, not the ~100,000 objects of the app.
+    gc.freeze()
+    server = waitress_server(app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="parkgate")
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     logger.info("dashboard serving on http://%s:%s/", cfg.host, server.effective_port)
