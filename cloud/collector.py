@@ -79,7 +79,7 @@ class Collector:
     def __init__(self, cfg: CollectorConfig, store: EventStore | None = None) -> None:
         self.cfg = cfg
         self.topics = Topics(cfg.mqtt.topic_root)
-        self.store = store or EventStore(cfg.database)
+        self.store = store or EventStore(cfg.database, background_checkpoints=True)
         self.store.sync_lots(cfg.lots)
         self.areas = InspectionAreas(self.store.engine, cfg)
         self.visits = Visits(self.store, cfg)  # paired inside record_batch; swept from run()
@@ -434,6 +434,7 @@ class Collector:
     def _upkeep(self) -> None:
         """Re-publish the lots whose data turned stale or fresh and the screens showing them or
         whose override began or ended (cloud/screens.py); sample the history when a slot begins."""
+        self.store.checkpoint()  # SQLite: the WAL into the database here, not in a batch's commit
         now = utc_now()
         if self.connected.is_set():
             lot_ids, screens = self.signs.due(now)

@@ -20,17 +20,21 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import live_state
 from dashboard.api import error_response
 from dashboard.auth import audit, operator, require_station, role_required
 from dashboard.inspection import (
+    TEXT_MAX,
     ActionRefused,
     engine,
     find_alerts,
@@ -47,10 +51,194 @@ from dashboard.inspection import (
     watch,
 )
 from dashboard.inspection_feed import step_json, steps_after
+from dashboard.openapi import header, operation, path, query
+from protocol import GateStatus, InspectionResult
+from protocol.topics import ID_PATTERN
 
 bp = Blueprint("inspection_api", __name__, url_prefix="/api/v1/ops/inspection")
 
 Reply = Response | tuple[Response, int]
+MAX_ID = 2**63 - 1  # the database's integer ids
+LAST_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+# -- shapes of the answers and bodies, for the OpenAPI description (dashboard/openapi.py) --------------
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+SubjectKind = Literal["plate", "person"]
+AlertKind = Literal["warn", "lock", "flag"]
+AlertStatus = Literal["open", "locked", "reviewed", "unlocked"]
+StepAction = Literal["warn", "lock", "flag", "review", "unlock"]
+
+
+class AlertStep(_Model):
+    """One step of an alert's history (the inspection audit trail)."""
+
+    id: int = Field(description="the audit row id")
+    action: StepAction
+    actor: str
+    at: datetime
+    why: str
+    status: AlertStatus = Field(description="the alert's status after the step")
+
+
+class InspectionAlert(_Model):
+    """An alert of an inspection station and its history."""
+
+    id: int
+    station_id: str
+    station_name: str
+    subject_kind: SubjectKind
+    subject: str = Field(description="the plate or the person code")
+    kind: AlertKind
+    rule: str = Field(description="the rule that raised it (entries, person_multi_vehicle)")
+    count: int
+    ts: datetime = Field(description="the entry that crossed the threshold")
+    detail: str
+    status: AlertStatus
+    created_at: datetime
+    in_force: bool = Field(description="a lock the lanes still enforce")
+    open: bool = Field(description="still needs an operator: not reviewed yet, or a lock in force")
+    history: list[AlertStep] = Field(description="oldest first")
+
+
+class AlertList(_Model):
+    alerts: list[InspectionAlert] = Field(description="newest first")
+    count: int = Field(ge=0)
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the view reads the note and ignores the rest
+
+    note: str = Field(pattern=r"\S", max_length=TEXT_MAX, description="what was checked (trimmed)")
+
+
+class UnlockRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the view reads these two and ignores the rest
+
+    reason: str = Field(
+        pattern=r"\S", max_length=TEXT_MAX, description="why, for both audit trails (trimmed)"
+    )
+    confirm: Literal[True] = Field(description="true: the unlock is meant")
+
+
+class UnlockResponse(_Model):
+    alert: InspectionAlert
+    locked: list[str] = Field(description="the station's plates locked after the unlock")
+    locked_persons: list[str] = Field(description="the station's person codes locked after the unlock")
+    lanes_notified: bool = Field(description="the collectors were asked to re-publish the lists now")
+
+
+class StationSummary(_Model):
+    id: str
+    name: str
+    lane_lot: str = Field(description="the lot_id the station's lanes (gates) carry")
+    lanes: list[GateStatus] = Field(description="the lanes' last heartbeats, by gate id")
+    locks: int = Field(ge=0, description="locks in force")
+    open_alerts: int = Field(ge=0, description="alerts that still need an operator")
+
+
+class StationList(_Model):
+    stations: list[StationSummary] = Field(description="the stations in scope, by id")
+
+
+class StationResult(_Model):
+    id: str
+    ts: datetime
+    gate_id: str
+    plate: str
+    result: Literal["pass", "fail"]
+
+
+class LockedSubject(_Model):
+    alert_id: int
+    subject: str
+
+
+class StationDetail(_Model):
+    id: str
+    name: str
+    lane_lot: str
+    lanes: list[GateStatus]
+    results: list[StationResult] = Field(description="the latest inspection results, newest first")
+    locked: list[LockedSubject] = Field(description="plates locked here now, oldest lock first")
+    locked_persons: list[LockedSubject] = Field(description="person codes locked here now")
+
+
+class PassRateSettings(_Model):
+    months: int = Field(description="consecutive months above the band that flag a station")
+    k: float
+    min_spread: float
+    min_results: int
+    min_stations: int
+    max_rate: float | None
+
+
+class MonthCell(_Model):
+    month: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}$")
+    results: int = Field(ge=0)
+    passed: int = Field(ge=0)
+    rate: float
+    rated: bool = Field(description="enough results to be judged")
+    median: float | None = Field(description="of the month's rated stations; null without enough peers")
+    band_low: float | None
+    band_high: float | None
+    above: bool
+    run: int = Field(ge=0, description="consecutive months above, up to and including this one")
+    flagged: bool
+
+
+class StationRates(_Model):
+    id: str
+    name: str
+    flagged: bool
+    months: list[MonthCell] = Field(description="the months with results, oldest first")
+
+
+class PassRatesResponse(_Model):
+    months: list[str] = Field(description="YYYY-MM, oldest first")
+    settings: PassRateSettings
+    stations: list[StationRates]
+
+
+class StepAlert(_Model):
+    id: int
+    station_id: str
+    subject_kind: SubjectKind
+    subject: str
+    kind: AlertKind
+    status: AlertStatus
+
+
+class StepEvent(_Model):
+    """An alert step; the event's id is its audit row id."""
+
+    id: int
+    alert_id: int
+    action: StepAction
+    actor: str
+    at: datetime
+    why: str
+    status: AlertStatus
+    alert: StepAlert
+
+
+class ResultEvent(InspectionResult):
+    """A lane's inspection result, with the station it belongs to."""
+
+    station_id: str
+
+
+STATION_QUERY = query(
+    "station",
+    description="only this station (in scope)",
+    hint="a station id",
+    pattern=ID_PATTERN,
+    maxLength=64,
+)
+ALERT_ID = path("alert_id", "the alert's id", type="integer", minimum=0, maximum=MAX_ID)
 
 
 def _unavailable(err: SQLAlchemyError) -> tuple[Response, int]:
@@ -69,7 +257,14 @@ def _not_an_object(action: str, alert_id: int, message: str) -> tuple[Response, 
 
 
 @bp.get("/alerts")
+@operation(
+    AlertList,
+    errors=(403, 404),
+    params=(STATION_QUERY, query("show", description="open: still needing an operator; all",
+                                 enum=["open", "all"], default="open")),
+)  # fmt: skip
 def alerts() -> Reply:
+    """Alerts of the stations in scope, newest first, each with its history."""
     user = operator()
     station = request.args.get("station") or None
     show = request.args.get("show", "open")
@@ -87,7 +282,9 @@ def alerts() -> Reply:
 
 
 @bp.get("/alerts/<int:alert_id>")
+@operation(InspectionAlert, errors=(403,), params=(ALERT_ID,))
 def alert(alert_id: int) -> Reply:
+    """One alert and its history."""
     try:
         return jsonify(visible_alert(alert_id).to_json())
     except SQLAlchemyError as err:
@@ -95,8 +292,12 @@ def alert(alert_id: int) -> Reply:
 
 
 @bp.post("/alerts/<int:alert_id>/review")
+@operation(InspectionAlert, body=ReviewRequest, errors=(403, 409), params=(ALERT_ID,))
 @role_required("operator")
 def review(alert_id: int) -> Reply:
+    """Mark an open alert or a lock as reviewed (a lock stays in force); answers the alert.
+
+    409 if the alert is neither open nor locked."""
     body = _body()
     if body is None:
         return _not_an_object("alert.review", alert_id, 'send a JSON object: {"note": "..."}')
@@ -104,11 +305,17 @@ def review(alert_id: int) -> Reply:
         return jsonify(review_alert(alert_id, body.get("note")).to_json())
     except ActionRefused as err:
         return error_response(err.status, err.message)
+    except SQLAlchemyError as err:
+        return _unavailable(err)
 
 
 @bp.post("/alerts/<int:alert_id>/unlock")
+@operation(UnlockResponse, body=UnlockRequest, errors=(403, 409), params=(ALERT_ID,))
 @role_required("operator")
 def unlock(alert_id: int) -> Reply:
+    """Lift a lock in force; the station's lanes are sent the new lists.
+
+    Answers the alert and the station's locks after it. 409 if the alert is not a lock in force."""
     body = _body()
     if body is None:
         return _not_an_object(
@@ -118,6 +325,8 @@ def unlock(alert_id: int) -> Reply:
         done = unlock_alert(alert_id, body.get("reason"), body.get("confirm"))
     except ActionRefused as err:
         return error_response(err.status, err.message)
+    except SQLAlchemyError as err:
+        return _unavailable(err)
     return jsonify(
         alert=done.alert.to_json(),
         locked=done.locked,
@@ -127,7 +336,9 @@ def unlock(alert_id: int) -> Reply:
 
 
 @bp.get("/stations")
+@operation(StationList)
 def stations() -> Reply:
+    """The stations in scope: lanes, locks in force, open alerts."""
     out = []
     try:
         visible = visible_stations(operator())
@@ -147,7 +358,9 @@ def stations() -> Reply:
 
 
 @bp.get("/stations/<station_id>")
+@operation(StationDetail, errors=(403,))
 def station(station_id: str) -> Reply:
+    """One station: its lanes, latest results and the locks in force there."""
     st = station_or_404(station_id)
     require_station(st.id)
     try:
@@ -169,7 +382,11 @@ def station(station_id: str) -> Reply:
 
 
 @bp.get("/pass-rates")
+@operation(PassRatesResponse)
 def rates() -> Reply:
+    """Monthly pass rates of the stations in scope, with the peer band and the anomaly flag.
+
+    503 without configured stations."""
     try:
         table = pass_rates(visible_stations(operator()))
     except SQLAlchemyError as err:
@@ -195,8 +412,21 @@ def rates() -> Reply:
 
 
 @bp.get("/stream")
+@operation(
+    events={"step": StepEvent, "result": ResultEvent, "gate": GateStatus},
+    errors=(403, 404),
+    params=(
+        STATION_QUERY,
+        query("after", "integer", "alert steps after this audit row id (the page's, when it was made)",
+              minimum=0, maximum=MAX_ID),
+        header("Last-Event-ID", "the id of the last step seen: the steps after it are sent first"),
+    ),
+)  # fmt: skip
 def stream() -> Reply:
-    """Alert steps, results and lane heartbeats of the stations in scope (``?station=`` narrows)."""
+    """Alert steps, results and lane heartbeats of the stations in scope (``?station=`` narrows).
+
+    A ``step``'s id is its audit row id: ``?after=N`` (or a reconnecting browser's
+    ``Last-Event-ID``) first sends the steps after N."""
     user = operator()
     station = request.args.get("station") or None
     if station is not None:
@@ -205,8 +435,8 @@ def stream() -> Reply:
     visible = [st for st in visible_stations(user) if station is None or st.id == station]
     ids = {st.id for st in visible}
     lane_lots = {st.lane_lot for st in visible}
-    last = request.headers.get("Last-Event-ID", "") or request.args.get("after", "")
-    after = int(last) if last.isdigit() else None
+    resumed = request.headers.get("Last-Event-ID", "")
+    after = int(resumed) if LAST_ID.match(resumed) else request.args.get("after", type=int)
     follow = watch()
     state = live_state(current_app)
     eng = engine()

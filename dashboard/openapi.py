@@ -60,11 +60,21 @@ ERRORS: dict[int, tuple[str, str]] = {  # status: (component name, when)
     401: ("Unauthorized", "Not logged in (or the session has ended): log in at /login."),
     403: ("Forbidden", "The account's role or lot/station scope does not allow this."),
     404: ("NotFound", "Nothing with that id is known."),
+    409: ("Conflict", "The item is not in a state that allows this (already handled)."),
     429: ("TooManyRequests", "Over a rate limit; Retry-After says when to try again."),
     503: ("ServiceUnavailable", "A part this needs is not configured or not reachable right now."),
 }
 TAGS = {
     "api": ("public", "Free spaces and guidance-screen content for drivers' apps and signs."),
+    "inspection_api": (
+        "inspection",
+        "Inspection stations for logged-in operators: intruder alerts (review, unlock), stations, "
+        "pass rates, live stream.",
+    ),
+    "lots_api": (
+        "operator lots",
+        "For logged-in operators: lots' occupancy and flows, gates, vehicles, live stream.",
+    ),
     "opendata": ("drivers", "Lots near a place, free-space forecasts and the DATEX II export."),
     "openapi": ("meta", "This description."),
     "ops_api": ("operators", "For logged-in operators: session cookie, and the CSRF header on writes."),

@@ -38,6 +38,7 @@ from dashboard.api import waitress_server
 from dashboard.config import DashboardConfig
 from dashboard.openapi import build_spec, undocumented
 from dashboard.users import UserStore
+from parkgate.demo import write_toml
 from protocol import GateStatus, LotAvailability, ScreenContent, ScreenRow
 from protocol.messages import utc_now
 
@@ -73,7 +74,15 @@ def build_site(workdir: Path) -> Flask:
     users.add_user(*ADMIN, "admin")
     users.add_user("vera", "vera-password-1", "viewer", lots=["L1"])
     users.close()
-    cfg = DashboardConfig(database=url, secret_key_file=workdir / "secret.key")
+    site = write_toml(  # the collector's config: the lots and an inspection station
+        workdir / "collector.toml",
+        {
+            "database": url,
+            "lots": [{"id": x, "name": f"停车场 {x}", "capacity": 200} for x in ("L1", "L2", "L3")],
+            "stations": [{"id": "ST1", "name": "检测站"}],
+        },
+    )
+    cfg = DashboardConfig(database=url, collector_config=site, secret_key_file=workdir / "secret.key")
     app = create_app({"PARKGATE": cfg, "LIVE_FEED": False, "TESTING": True, "SSE_KEEPALIVE_S": 0.05})
     seed(app)
     return app
@@ -153,7 +162,7 @@ def test_the_description_is_served_and_names_what_the_code_uses(site: Flask) -> 
     error = doc["components"]["responses"]["NotFound"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/ErrorBody"}
     assert set(doc["components"]["responses"]) == {
-        "BadRequest", "Unauthorized", "Forbidden", "NotFound", "TooManyRequests", "ServiceUnavailable"
+        "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict", "TooManyRequests", "ServiceUnavailable"
     }  # fmt: skip
     stream = doc["paths"]["/api/v1/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
     assert [e["properties"]["event"]["const"] for e in stream["schema"]["oneOf"]] == ["lot", "screen", "gate"]
