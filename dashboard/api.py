@@ -122,7 +122,8 @@ class AvailabilityCache:
     def __init__(self, state: LiveState) -> None:
         self.state = state
         self._lock = threading.Lock()
-        self._snap = _Snapshot(-1, Encoded.of(b""), {})
+        # before the first lot arrives the answer is an empty list (never an empty body)
+        self._snap = _Snapshot(-1, Encoded.of(b'{"lots":[],"total_free":0,"total_capacity":0}'), {})
 
     def current(self) -> _Snapshot:
         snap = self._snap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -29,6 +30,16 @@ def lot(lot_id: str = "L1", occupied: int = 3, capacity: int = 10, name: str = "
 @pytest.fixture
 def app() -> Flask:
     return create_app({"TESTING": True, "LIVE_FEED": False, "SSE_KEEPALIVE_S": 0.2})
+
+
+def test_availability_before_any_lot_is_an_empty_list(app: Flask) -> None:
+    """Right after start, before the broker's retained counts arrive: JSON, not an empty body."""
+    from dashboard.api import availability_cache
+
+    body = availability_cache(app).every().body
+    assert json.loads(body) == {"lots": [], "total_free": 0, "total_capacity": 0}
+    resp = app.test_client().get("/api/v1/availability")
+    assert resp.status_code == 200 and resp.get_json()["lots"] == []
 
 
 def test_availability_endpoint(app: Flask) -> None:
