@@ -82,10 +82,20 @@ def add_operator(database: str, **scope: str) -> None:
     users.close()
 
 
-def log_in(page: Page, url: str, path: str, name: str = OPERATOR, password: str = PASSWORD) -> None:
-    """Open ``path``, which sends to the login form, log in there and land back on ``path``."""
+def log_in(
+    page: Page,
+    url: str,
+    path: str,
+    name: str = OPERATOR,
+    password: str = PASSWORD,
+    screenshot: Path | None = None,
+) -> None:
+    """Open ``path``, which sends to the login form, log in there and land back on ``path``
+    (``screenshot``: the login page is saved there first)."""
     page.goto(url + path)
     assert "/login?next=" in page.url
+    if screenshot is not None:
+        page.screenshot(path=str(screenshot), full_page=True)
     page.fill("#name", name)
     page.fill("#password", password)
     page.click("button[type=submit]")

@@ -167,7 +167,7 @@ def test_operator_pages_follow_a_car_live(system: tuple[str, MqttSettings], page
     page.on("pageerror", lambda err: problems.append(str(err)))
 
     # log in through the form
-    log_in(page, url, "/ops/")
+    log_in(page, url, "/ops/", screenshot=ARTIFACTS / "login.png")
 
     # the overview: L1 only (olga's scope), its trend, then a car enters
     sync_api.expect(page.locator("#ops-lot-L1 .ops-free")).to_have_text("7", timeout=5000)
@@ -232,5 +232,11 @@ def test_operator_pages_follow_a_car_live(system: tuple[str, MqttSettings], page
     assert page.locator("#gate-L2-in").count() == 0
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "ops-gates.png"), full_page=True)
+
+    # the audit trail: olga's own login is on it
+    page.goto(url + "/ops/audit")
+    sync_api.expect(page.locator("main")).to_contain_text("login")
+    settled(page)
+    page.screenshot(path=str(ARTIFACTS / "ops-audit.png"), full_page=True)
 
     assert not problems, problems
