@@ -50,6 +50,27 @@ CACHE_KEY = "parkgate.availability"
 SSE_ID = re.compile(r"[0-9]{1,18}")
 
 
+class QueryError(ValueError):
+    """A query parameter that cannot be used; the message names it (answered 400)."""
+
+
+def strict_params(allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters, each at most once, none unknown or empty, stripped."""
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) if allowed else "none"
+        raise QueryError(f"unknown query parameter(s): {', '.join(unknown)} (accepted: {known})")
+    out = {}
+    for name in request.args:
+        values = request.args.getlist(name)
+        if len(values) > 1:
+            raise QueryError(f"{name} given {len(values)} times; give it once")
+        if not values[0].strip():
+            raise QueryError(f"{name} is empty")
+        out[name] = values[0].strip()
+    return out
+
+
 def error_response(status: int, message: str) -> tuple[Response, int]:
     """The one JSON error shape: ``{"error": {"status": N, "message": "..."}}``."""
     return jsonify(error={"status": status, "message": message}), status

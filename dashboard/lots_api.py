@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import live_state
-from dashboard.api import error_response
+from dashboard.api import QueryError, error_response, strict_params
 from dashboard.auth import operator, require_lot, user_store
 from dashboard.live import in_scope
 from dashboard.lot_data import WARNING_LIMITS, WARNINGS, gate_health, hourly_flows, occupancy_series
@@ -149,25 +149,6 @@ LOT_QUERY = query(
 )
 
 
-class QueryError(ValueError):
-    """A query parameter that cannot be used; the message names it."""
-
-
-def _params(allowed: tuple[str, ...]) -> dict[str, str]:
-    unknown = sorted(set(request.args) - set(allowed))
-    if unknown:
-        raise QueryError(f"unknown query parameter(s): {', '.join(unknown)} (accepted: {', '.join(allowed)})")
-    out = {}
-    for name in request.args:
-        values = request.args.getlist(name)
-        if len(values) > 1:
-            raise QueryError(f"{name} given {len(values)} times; give it once")
-        if not values[0].strip():
-            raise QueryError(f"{name} is empty")
-        out[name] = values[0].strip()
-    return out
-
-
 def _int(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
     if name not in params:
         return default
@@ -210,7 +191,7 @@ def _database_error(err: SQLAlchemyError, what: str) -> Reply:
 def occupancy(lot_id: str) -> Reply:
     """A lot's occupancy history in buckets (the lot's sampling interval for 24 h, an hour for 7 days)."""
     try:
-        params = _params(("range",))
+        params = strict_params(("range",))
         name = params.get("range", "24h")
         if name not in RANGES:
             raise QueryError(f"range must be one of {', '.join(RANGES)}, not {name[:20]!r}")
@@ -250,7 +231,7 @@ def occupancy(lot_id: str) -> Reply:
 def flows(lot_id: str) -> Reply:
     """Admitted entries, admitted exits and refused vehicles of a lot per clock hour."""
     try:
-        hours = _int(_params(("hours",)), "hours", 24, 1, 168)
+        hours = _int(strict_params(("hours",)), "hours", 24, 1, 168)
     except QueryError as err:
         return error_response(400, str(err))
     refused = _known_lot(lot_id)
@@ -268,7 +249,7 @@ def flows(lot_id: str) -> Reply:
 def gates() -> Reply:
     """The gates of the scope (or of one lot): last heartbeat, its age, warnings."""
     try:
-        lot_id = _lot_param(_params(("lot",)))
+        lot_id = _lot_param(strict_params(("lot",)))
     except QueryError as err:
         return error_response(400, str(err))
     if lot_id is not None:
@@ -286,7 +267,7 @@ def gates() -> Reply:
 def events() -> Reply:
     """The latest vehicles of the scope (or of one lot), newest first."""
     try:
-        params = _params(("lot", "limit"))
+        params = strict_params(("lot", "limit"))
         lot_id = _lot_param(params)
         limit = _int(params, "limit", 50, 1, MAX_EVENTS)
     except QueryError as err:
@@ -317,7 +298,7 @@ def stream() -> Reply:
     First the current state of the scope's lots and gates, then changes; vehicles in batches (see
     the module docstring). The id of each event is the number of the last vehicle sent."""
     try:
-        params = _params(("kinds", "lot", "after"))
+        params = strict_params(("kinds", "lot", "after"))
         kinds = tuple(k.strip() for k in params.get("kinds", "lot,gate").split(","))
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:

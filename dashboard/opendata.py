@@ -39,14 +39,14 @@ import threading
 from datetime import datetime, timedelta
 from typing import Literal
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from dashboard import live_state
-from dashboard.api import error_response
+from dashboard.api import QueryError, error_response, strict_params
 from dashboard.config import DashboardConfig
 from dashboard.openapi import operation, query
 from protocol import GateStatus, LotAvailability
@@ -63,10 +63,6 @@ CLOSED_MODES = ("closed", "lockdown")
 LOT_ID = re.compile(ID_PATTERN)
 
 Reply = Response | tuple[Response, int]
-
-
-class QueryError(ValueError):
-    """A query parameter that cannot be used; the message says which and why."""
 
 
 # -- response models (for the OpenAPI description) ---------------------------------------------------
@@ -203,23 +199,6 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 # -- strict query parameters ------------------------------------------------------------------------
-def _params(allowed: tuple[str, ...]) -> dict[str, str]:
-    """The query parameters, each at most once, none unknown or empty."""
-    unknown = sorted(set(request.args) - set(allowed))
-    if unknown:
-        known = ", ".join(allowed) if allowed else "none"
-        raise QueryError(f"unknown query parameter(s): {', '.join(unknown)} (accepted: {known})")
-    out = {}
-    for name in request.args:
-        values = request.args.getlist(name)
-        if len(values) > 1:
-            raise QueryError(f"{name} given {len(values)} times; give it once")
-        if not values[0].strip():
-            raise QueryError(f"{name} is empty")
-        out[name] = values[0].strip()
-    return out
-
-
 def _number(params: dict[str, str], name: str, low: float, high: float, *, low_open: bool = False) -> float:
     try:
         value = float(params[name])
@@ -232,7 +211,7 @@ def _number(params: dict[str, str], name: str, low: float, high: float, *, low_o
 
 
 def _lots_query() -> LotsQuery | None:
-    params = _params(("lat", "lon", "radius_km"))
+    params = strict_params(("lat", "lon", "radius_km"))
     if not params:
         return None
     if "lat" not in params or "lon" not in params:
@@ -306,7 +285,7 @@ def lots() -> Reply:
 def forecast(lot_id: str) -> Reply:
     """Free spaces in 30 and 60 minutes, from the lot's history in the collector's database."""
     try:
-        _params(())
+        strict_params(())
     except QueryError as err:
         return error_response(400, str(err))
     if not LOT_ID.match(lot_id):
@@ -363,7 +342,7 @@ def forecast(lot_id: str) -> Reply:
 def datex2() -> Reply:
     """Every lot as a DATEX II Parking Publication Light (see the module docstring)."""
     try:
-        _params(())
+        strict_params(())
     except QueryError as err:
         return error_response(400, str(err))
     cfg: DashboardConfig = current_app.config["PARKGATE"]

@@ -254,8 +254,8 @@ def serving(app: Flask, threads: int = 4, send_buffer: int | None = None) -> Ite
     try:
         yield int(server.effective_port)
     finally:
-        server.close()
-        wasyncore.close_all(server._map)  # the connections still open, so that run() returns
+        # closed from the server's own loop (its trigger), so its select() never meets a closed fd
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         thread.join(5)
 
 
