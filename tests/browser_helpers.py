@@ -60,14 +60,19 @@ def chromium_page(width: int, height: int, args: Sequence[str] = CHROMIUM_ARGS) 
 @contextmanager
 def serve(app: Flask, threads: int = 8) -> Iterator[str]:
     """``app`` behind waitress on a free loopback port; yields its base URL, closes the server after."""
-    from waitress import create_server
+    from waitress import create_server, wasyncore
 
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
     finally:
-        server.close()
+        # Closed from the server's own loop, which then ends: closing its sockets from here left
+        # the loop running on descriptor numbers that the next test's SQLite files were given
+        # ("file is not a database" in a later module).
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # type: ignore[union-attr]
+        thread.join(5)
 
 
 def add_operator(database: str, **scope: str) -> None:

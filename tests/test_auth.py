@@ -594,39 +594,31 @@ CHROMIUM = "/usr/bin/chromium"
 def test_in_chromium_login_form_language_switch_and_api_post_under_the_csp(app: Flask) -> None:
     """Log in through the form, switch to English with the header's link, post a note from the
     page's script with its CSRF token; the browser reports no Content-Security-Policy violation."""
-    import threading
-
-    from waitress import create_server
+    from tests.browser_helpers import serve
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
     console: list[str] = []
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(locale="zh-CN")
-            page.on("console", lambda msg: console.append(msg.text))
-            page.goto(url + "/ops/audit")
-            assert page.url.startswith(url + "/login?next=")
-            page.fill("#name", "olga")
-            page.fill("#password", PASSWORDS["olga"])
-            page.click("button[type=submit]")
-            page.wait_for_url(url + "/ops/audit")
-            sync_api.expect(page.locator("h1")).to_have_text("操作日志")
-            page.click('a.lang[lang="en"]')
-            sync_api.expect(page.locator("h1")).to_have_text("Audit trail")
-            status = page.evaluate(
-                "ParkGate.api.postJSON('/api/v1/ops/notes', {text: 'sign S1 dark', lot_id: 'L1'})"
-                ".then(function (r) { return r.status; })"
-            )
-            assert status == 201
-            page.goto(url + "/")
-            sync_api.expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=5000)
-            sync_api.expect(page.locator("#conn .conn-label")).to_have_text("Live")
-            browser.close()
-    finally:
-        server.close()
+    with serve(app, threads=4) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(locale="zh-CN")
+        page.on("console", lambda msg: console.append(msg.text))
+        page.goto(url + "/ops/audit")
+        assert page.url.startswith(url + "/login?next=")
+        page.fill("#name", "olga")
+        page.fill("#password", PASSWORDS["olga"])
+        page.click("button[type=submit]")
+        page.wait_for_url(url + "/ops/audit")
+        sync_api.expect(page.locator("h1")).to_have_text("操作日志")
+        page.click('a.lang[lang="en"]')
+        sync_api.expect(page.locator("h1")).to_have_text("Audit trail")
+        status = page.evaluate(
+            "ParkGate.api.postJSON('/api/v1/ops/notes', {text: 'sign S1 dark', lot_id: 'L1'})"
+            ".then(function (r) { return r.status; })"
+        )
+        assert status == 201
+        page.goto(url + "/")
+        sync_api.expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=5000)
+        sync_api.expect(page.locator("#conn .conn-label")).to_have_text("Live")
+        browser.close()
     assert [r.detail for r in users(app).audit_trail(action="note")] == ["sign S1 dark"]
     assert not [text for text in console if "Content Security Policy" in text], console
