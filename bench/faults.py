@@ -204,7 +204,10 @@ def _last_seq(path: Path) -> int:
     if not path.exists():
         return 0
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        except sqlite3.OperationalError:  # an edge (re)starting has made the file, not yet its tables
+            return 0
     return int(row[0]) if row else 0
 
 
@@ -212,7 +215,10 @@ def _backlog(path: Path) -> int:
     if not path.exists():
         return 0
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        except sqlite3.OperationalError:  # made, not yet its tables (see _last_seq)
+            return 0
 
 
 def _epoch(path: Path) -> str:
