@@ -362,6 +362,17 @@ class InlineDispatcher(ThreadedTaskDispatcher):
         super().add_task(task)
 
 
+def stop_server(server: Any, thread: threading.Thread, timeout: float = 5.0) -> None:
+    """Stop a waitress server running ``server.run`` in ``thread``: everything it has open is
+    closed from its own loop (its trigger), which then ends, and the thread is joined. Closing its
+    sockets from another thread left the loop running on descriptor numbers the process then gave
+    to other files (seen as "file is not a database" in a later SQLite connection)."""
+    from waitress import wasyncore
+
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    thread.join(timeout)
+
+
 def waitress_server(app: Flask, **adjustments: Any) -> Any:
     """A waitress server (``create_server`` with these adjustments) for the dashboard ``app`` that
     answers its fast availability reads without a worker thread (:class:`InlineChannel`)."""

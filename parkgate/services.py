@@ -101,7 +101,7 @@ def run_dashboard(config: Path | None) -> int:
     import gc
 
     from dashboard import create_app
-    from dashboard.api import waitress_server
+    from dashboard.api import stop_server, waitress_server
     from dashboard.config import DashboardConfig
 
     cfg = load_config(DashboardConfig, config) if config else DashboardConfig()
@@ -117,7 +117,7 @@ def run_dashboard(config: Path | None) -> int:
     supervise(stop, "dashboard serving", healthy=thread.is_alive, status=lambda: "serving")
     stop.wait()
     systemd.notify_stopping()
-    server.close()
+    stop_server(server, thread)
     feed = app.extensions.get("parkgate.feed")
     if feed:
         feed.stop()

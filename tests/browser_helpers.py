@@ -60,7 +60,9 @@ def chromium_page(width: int, height: int, args: Sequence[str] = CHROMIUM_ARGS) 
 @contextmanager
 def serve(app: Flask, threads: int = 8) -> Iterator[str]:
     """``app`` behind waitress on a free loopback port; yields its base URL, closes the server after."""
-    from waitress import create_server, wasyncore
+    from waitress import create_server
+
+    from dashboard.api import stop_server
 
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -68,11 +70,7 @@ def serve(app: Flask, threads: int = 8) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
     finally:
-        # Closed from the server's own loop, which then ends: closing its sockets from here left
-        # the loop running on descriptor numbers that the next test's SQLite files were given
-        # ("file is not a database" in a later module).
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # type: ignore[union-attr]
-        thread.join(5)
+        stop_server(server, thread)
 
 
 def add_operator(database: str, **scope: str) -> None:

@@ -28,13 +28,12 @@ import pytest
 import schemathesis
 from flask import Flask
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from waitress import wasyncore
 from werkzeug.test import Client
 
 from cloud.config import LotConfig
 from cloud.events_store import EventStore
 from dashboard import create_app, live_state
-from dashboard.api import waitress_server
+from dashboard.api import stop_server, waitress_server
 from dashboard.config import DashboardConfig
 from dashboard.openapi import build_spec, undocumented
 from dashboard.users import UserStore
@@ -254,9 +253,7 @@ def serving(app: Flask, threads: int = 4, send_buffer: int | None = None) -> Ite
     try:
         yield int(server.effective_port)
     finally:
-        # closed from the server's own loop (its trigger), so its select() never meets a closed fd
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        thread.join(5)
+        stop_server(server, thread)
 
 
 @pytest.fixture
