@@ -51,12 +51,11 @@ from bench.mqtt_blast import CHUNK, Blaster
 from cloud.events_store import open_engine
 from parkgate.broker import Mosquitto, die_with_parent, stop_process
 from parkgate.demo import write_toml
-from parkgate.mqtt import make_client
+from parkgate.mqtt import make_client, wait_collectors_online
 from parkgate.postgres import Postgres
 from parkgate.settings import MqttSettings
 from protocol import (
     Action,
-    CollectorStatus,
     Decision,
     Direction,
     GateEvent,
@@ -195,32 +194,10 @@ def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 def _wait_online(stack: Stack, names: list[str], since: datetime) -> None:
     """Until every collector says it is online (it has then migrated, synced the lots and
     subscribed: it publishes its status right after subscribing)."""
-    topics = Topics(stack.settings.topic_root)
-    online: set[str] = set()
-
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with contextlib.suppress(PayloadError):
-            status = decode(CollectorStatus, msg.payload)
-            if status.state == "online" and status.ts >= since:
-                online.add(status.name)
-
-    client = make_client(stack.settings, f"load-wait-{os.getpid()}")
-    client.on_connect = lambda c, *_a: c.subscribe([(topics.collector_status(n), 1) for n in names])
-    client.on_message = on_message
-    client.connect(stack.settings.host, stack.settings.port)
-    client.loop_start()
-    try:
-        deadline = time.monotonic() + COLLECTOR_START_S
-        while not online.issuperset(names):
-            stack.check_alive()
-            if time.monotonic() > deadline:
-                raise LoadError(
-                    f"collectors not online within {COLLECTOR_START_S:.0f} s:\n{stack.log_tail()}"
-                )
-            time.sleep(0.1)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    if not wait_collectors_online(
+        stack.settings, names, since=since, timeout=COLLECTOR_START_S, alive=stack.check_alive
+    ):
+        raise LoadError(f"collectors not online within {COLLECTOR_START_S:.0f} s:\n{stack.log_tail()}")
 
 
 # -- what the database holds ----------------------------------------------------------------------

@@ -36,6 +36,7 @@ class FilesCamera(StrictModel):
     kind: Literal["files"]
     path: Path = Field(description="an image file or a folder of images")
     interval_s: float = Field(2.0, ge=0.0, le=3600, description="pause between vehicles")
+    start_delay_s: float = Field(0.0, ge=0, le=3600, description="wait before the first file")
     repeat: bool = Field(False, description="start over after the last file")
 
 

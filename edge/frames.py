@@ -65,6 +65,8 @@ class FilesSource(FrameSource):
             raise SourceError(f"{cfg.path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        if stop.wait(self.cfg.start_delay_s):
+            return
         while not stop.is_set():
             for path in self.files:
                 try:

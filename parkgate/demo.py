@@ -22,11 +22,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from parkgate.broker import Mosquitto, die_with_parent, free_port, wait_for_port
+from parkgate.mqtt import wait_collectors_online
 from parkgate.services import stop_on_signals
+from parkgate.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
 
@@ -149,22 +152,19 @@ def demo_configs(
     for k, (lot_id, _name, capacity, _pos) in enumerate(chosen):
         for direction, suffix in (("entry", "in"), ("exit", "out")):
             gate_id = f"{lot_id}-{suffix}"
+            # Exits start once the lot has had time to fill and run a little slower than entries,
+            # so occupancy swings and small lots reach "full" (with real photos, the exit gate sees
+            # the same cars: started together, every exit would follow its entry within a second).
+            exit_delay = capacity * interval * 0.6 if not photos else 4 * interval
+            pace = {
+                "interval_s": interval if direction == "entry" else interval * 1.4,
+                "start_delay_s": 0.0 if direction == "entry" else exit_delay,
+            }
+            camera: dict[str, Any]
             if photos:
-                camera: dict[str, Any] = {
-                    "kind": "files",
-                    "path": photos,
-                    "interval_s": interval,
-                    "repeat": True,
-                }
+                camera = {"kind": "files", "path": photos, "repeat": True, **pace}
             else:
-                # Exits start once the lot has had time to fill and run a little slower than entries,
-                # so occupancy swings and small lots reach "full".
-                camera = {
-                    "kind": "synthetic",
-                    "seed": 1000 + k,
-                    "interval_s": interval if direction == "entry" else interval * 1.4,
-                    "start_delay_s": 0.0 if direction == "entry" else capacity * interval * 0.6,
-                }
+                camera = {"kind": "synthetic", "seed": 1000 + k, **pace}
             configs[gate_id] = write_toml(
                 workdir / f"{gate_id}.toml",
                 {
@@ -181,6 +181,10 @@ def demo_configs(
                 },
             )
     return configs
+
+
+class ChildDied(RuntimeError):
+    """A demo child process ended while the demo was starting."""
 
 
 class Children:
@@ -201,6 +205,11 @@ class Children:
         )
         self.procs.append((name, proc))
         return proc
+
+    def check_alive(self) -> None:
+        dead = self.dead()
+        if dead:
+            raise ChildDied(f"child process ended: {dead}")
 
     def dead(self) -> list[tuple[str, int]]:
         return [(name, p.returncode) for name, p in self.procs if p.poll() is not None]
@@ -257,8 +266,16 @@ def run_demo(args: argparse.Namespace) -> int:
             workdir, mqtt, lots=args.lots, dashboard_port=port, interval=args.interval, photos=args.photos
         )
         password = demo_admin(demo_database(workdir))
+        since = datetime.now(UTC)
         children.spawn("collector", "collector", "--config", str(configs.pop("collector")))
         children.spawn("dashboard", "dashboard", "--config", str(configs.pop("dashboard")))
+        # Gates start once the collector listens: its session is new, so events sent before it
+        # subscribed would wait for the gates' own resend (10 s).
+        if not wait_collectors_online(
+            MqttSettings(**mqtt), ["demo"], since=since, timeout=60, alive=children.check_alive
+        ):
+            logger.error("collector did not come up")
+            return 1
         for gate_id, path in configs.items():
             children.spawn(gate_id, "edge", "--config", str(path))
         if not (wait_for_port("127.0.0.1", port, 30) and _wait_http(f"http://127.0.0.1:{port}/healthz", 30)):
@@ -277,6 +294,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 logger.error("child process ended: %s; stopping the demo", dead)
                 return 1
         return 0
+    except ChildDied as err:
+        logger.error("%s; stopping the demo", err)
+        return 1
     finally:
         children.stop()
         if broker:

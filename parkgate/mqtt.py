@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
+import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -16,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from parkgate.settings import MqttSettings
+from protocol import CollectorStatus, PayloadError, Topics, decode
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +117,42 @@ def publish_retained_and_wait(client: mqtt.Client, topic: str, payload: bytes, t
     info = client.publish(topic, payload, qos=1, retain=True)
     with contextlib.suppress(RuntimeError, ValueError):
         info.wait_for_publish(timeout)
+
+
+def wait_collectors_online(
+    settings: MqttSettings,
+    names: list[str],
+    *,
+    since: datetime,
+    timeout: float,
+    alive: Callable[[], None] | None = None,
+) -> bool:
+    """Wait until every named collector has said "online" (retained status newer than ``since``):
+    it then has migrated, synced its lots and subscribed, so no event sent afterwards misses it.
+    ``alive`` is called while waiting and may raise to give up early (a child process died).
+    False when ``timeout`` passed first."""
+    topics = Topics(settings.topic_root)
+    online: set[str] = set()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with contextlib.suppress(PayloadError):
+            status = decode(CollectorStatus, msg.payload)
+            if status.state == "online" and status.ts >= since:
+                online.add(status.name)
+
+    client = make_client(settings, f"wait-online-{os.getpid()}-{time.monotonic_ns() % 1_000_000}")
+    client.on_connect = lambda c, *_a: c.subscribe([(topics.collector_status(n), 1) for n in names])
+    client.on_message = on_message
+    connect_async(client, settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while not online.issuperset(names):
+            if alive:
+                alive()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+    finally:
+        client.disconnect()
+        client.loop_stop()
