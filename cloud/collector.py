@@ -20,12 +20,10 @@ import queue
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
-
-import paho.mqtt.client as mqtt
+from typing import Literal, TypeVar
 
 from cloud.availability import Signs
+from cloud.broker_link import BrokerLink, Inbound
 from cloud.config import CollectorConfig
 from cloud.events_store import EventStore, LotState, Progress
 from cloud.history import HistorySampler
@@ -33,7 +31,6 @@ from cloud.intruders import InspectionAreas
 from cloud.lists import ListWatch
 from cloud.telemetry import Telemetry
 from cloud.visits import Visits
-from parkgate.mqtt import connect_async, make_client, publish_retained_and_wait, reason_text
 from protocol import (
     CollectorStatus,
     CommandResult,
@@ -65,16 +62,6 @@ STATE_QOS = 0
 UPKEEP_S = 1.0  # screens whose data turned stale/fresh or whose override changed; history samples
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """A message as received; ``mid`` None for one handed in directly (no broker to acknowledge)."""
-
-    topic: str
-    payload: bytes
-    mid: int | None
-    qos: int
-
-
 class Collector:
     def __init__(self, cfg: CollectorConfig, store: EventStore | None = None) -> None:
         self.cfg = cfg
@@ -101,23 +88,20 @@ class Collector:
         self._ack_thread = threading.Thread(target=self._ack_loop, name="acks", daemon=True)
         self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
-        status_topic = self.topics.collector_status(cfg.name)
-        self.client = make_client(
+        self.link = BrokerLink(
             cfg.mqtt,
             f"collector-{cfg.name}",
-            will=(status_topic, encode(self._status("offline"))),
-            manual_ack=True,
+            self._filters(),
+            session_expiry_s=cfg.session_expiry_s,
+            will=(self.topics.collector_status(cfg.name), encode(self._status("offline"))),
+            on_messages=self._on_messages,
+            on_subscribed=self._on_subscribed,
+            on_disconnected=self._on_disconnected,
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_subscribe = self._on_subscribe
-        self._subscription: int | None = None
-        self._filters: list[str] = []
-        self.client.on_message = self._on_message
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        connect_async(self.client, self.cfg.mqtt, session_expiry_s=self.cfg.session_expiry_s)
+        self.link.start()
         self._ack_thread.start()
         self._writer.start()
         self._upkeep_thread.start()
@@ -149,28 +133,17 @@ class Collector:
                 thread.join(5)
         if self.telemetry:
             self.telemetry.close()
-        if self.connected.is_set():
-            publish_retained_and_wait(
-                self.client, self.topics.collector_status(self.cfg.name), encode(self._status("offline"))
-            )
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.link.close([(self.topics.collector_status(self.cfg.name), encode(self._status("offline")))])
         self.store.close()
 
     def healthy(self) -> bool:
         """The worker threads are alive (for the service watchdog)."""
-        alive = self._writer.is_alive() and self._ack_thread.is_alive() and self._upkeep_thread.is_alive()
+        threads = (self._writer, self._ack_thread, self._upkeep_thread)
+        alive = all(t.is_alive() for t in threads) and self.link.alive()
         return alive and (self.telemetry is None or self.telemetry.healthy())
 
-    # -- MQTT callbacks ------------------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any = None) -> None:
-        if rc.is_failure:
-            logger.error("broker refused connection: %s", reason_text(rc))
-            return
-        logger.info(
-            "connected to broker %s:%d (session %s)",
-            self.cfg.mqtt.host, self.cfg.mqtt.port, "resumed" if flags.session_present else "new",
-        )  # fmt: skip
+    # -- the broker link's news (its reader thread) -------------------------------------------
+    def _filters(self) -> list[str]:
         filters = [
             self.topics.all_gate_events(),
             self.topics.all_gate_status(),
@@ -181,30 +154,26 @@ class Collector:
         if self.cfg.shared_group:  # several collectors split the stream (MQTT 5 shared subscription)
             filters = [f"$share/{self.cfg.shared_group}/{f}" for f in filters]
         filters.append(self.topics.collectors_refresh())  # never shared: every collector answers it
-        self._filters = filters
-        self._subscription = client.subscribe([(f, 1) for f in filters])[1]
+        return filters
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[Any], _p: Any = None) -> None:
-        """Connected for real once the broker confirmed the subscriptions: an event published
-        before that would not reach this session."""
-        if self._subscription is None or mid != self._subscription:
-            return
-        for topic, code in zip(self._filters, codes, strict=False):
-            if code.is_failure:
-                logger.error("broker refused the subscription to %s: %s", topic, reason_text(code))
+    def _on_subscribed(self, _refused: list[str]) -> None:
+        """Connected for real once the broker confirmed the subscriptions (the link logs any it
+        refused): an event published before that would not reach this session."""
         self.connected.set()
         self._publish_all()
         for alerts in self.visits.alert_lists():
             self._publish(self.topics.lot_alerts(alerts.lot_id), encode(alerts))
         self._publish_status()
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+    def _on_disconnected(self, reason: str) -> None:
+        was = self.connected.is_set()
         self.connected.clear()
-        if not self._stop.is_set():
-            logger.warning("disconnected from broker: %s", reason_text(rc))
+        if was and not self._stop.is_set():
+            logger.warning("disconnected from broker: %s", reason)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))  # bytes: no copy
+    def _on_messages(self, items: list[Inbound]) -> None:
+        for item in items:
+            self._inbox.put(item)
 
     # -- the work (writer thread) --------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -240,24 +209,24 @@ class Collector:
         results: list[InspectionResult] = []
         sensors: list[SpaceSensorReport] = []
         refresh: set[str] = set()  # lots to re-publish from the database (collectors/refresh)
-        for item in batch:
-            kind = item.topic.rsplit("/", 1)[-1]
+        for topic, payload, _mid, _qos in batch:
+            kind = topic.rsplit("/", 1)[-1]
             if kind == "events":
-                ev = self._validate(item.topic, item.payload, GateEvent)
+                ev = self._validate(topic, payload, GateEvent)
                 if ev is not None:
                     events.append(ev)
             elif kind == "inspections":
-                inspection = self._validate(item.topic, item.payload, InspectionResult)
+                inspection = self._validate(topic, payload, InspectionResult)
                 if inspection is not None:
                     results.append(inspection)
             elif kind == "status":
-                self._take_status(item.topic, item.payload)
+                self._take_status(topic, payload)
             elif kind == "results":
-                self._take_result(item.topic, item.payload)
+                self._take_result(topic, payload)
             elif kind == "sensors":
-                sensors += self._take_sensors(item.topic, item.payload)
+                sensors += self._take_sensors(topic, payload)
             elif kind == "refresh":
-                refresh |= self._take_refresh(item.topic, item.payload)
+                refresh |= self._take_refresh(topic, payload)
         result = self.store.record_batch(events)
         rebased = self.visits.on_sensor_reports(sensors) if sensors else {}
         self.signs.freshness.commit(events)  # stored: this batch's events and heartbeats date their lots
@@ -265,9 +234,8 @@ class Collector:
         # between the store's commit and these is repaired when the broker redelivers
         changes = self.areas.on_events(events)
         self.areas.on_results(results)
-        for item in batch:  # acknowledged only now that everything is committed
-            if item.mid is not None:
-                self.client.ack(item.mid, item.qos)
+        # acknowledged only now that everything is committed
+        self.link.ack([(mid, qos) for _t, _p, mid, qos in batch if mid is not None])
         self.stored += len(result.stored)
         self.duplicates += len(events) - len(result.stored)
         if self.telemetry:  # every batch, also an empty one: heartbeats waiting go out with it
@@ -290,7 +258,7 @@ class Collector:
 
     def handle(self, topic: str, payload: bytes | bytearray) -> GateEvent | None:
         """Process one message outside the stream (tests, tools). Returns the event if it was new."""
-        stored = self.process([Inbound(topic, bytes(payload), None, 0)])
+        stored = self.process([(topic, bytes(payload), None, 0)])
         return stored[0] if stored else None
 
     def _validate(self, topic: str, payload: bytes, model: type[FromGate]) -> FromGate | None:
@@ -465,7 +433,7 @@ class Collector:
         return lots
 
     def _publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=True)
+        self.link.publish(topic, payload, qos)
 
     def _publish_status(self) -> None:
         if self.connected.is_set():

@@ -30,11 +30,11 @@ class BrokerError(RuntimeError):
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for children: Linux sends them SIGTERM when the parent dies, however it dies."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """``preexec_fn`` for children: Linux sends them ``sig`` when the parent dies, however it dies."""
     # Not Linux: no prctl; the parent's own stop() still ends the children.
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def stop_process(

@@ -56,7 +56,9 @@ class _ReadBuffer:
         return getattr(self._sock, name)
 
 
-class _Client(mqtt.Client):
+class BufferedClient(mqtt.Client):
+    """paho's client reading through ``_ReadBuffer``."""
+
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         return sock if self._transport == "websockets" else _ReadBuffer(sock)
@@ -68,9 +70,10 @@ def make_client(
     *,
     will: tuple[str, bytes] | None = None,
     manual_ack: bool = False,
+    cls: type[BufferedClient] = BufferedClient,
 ) -> mqtt.Client:
     """A configured, not yet connected MQTT 5 client. ``will`` is (topic, payload), sent retained."""
-    client = _Client(
+    client = cls(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
