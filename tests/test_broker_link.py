@@ -164,6 +164,7 @@ def test_a_collector_killed_outright_leaves_no_link_and_says_offline(
     since = datetime.now(UTC)
     proc = subprocess.Popen([sys.executable, "-m", "parkgate", "collector", "--config", str(config)])
     try:
+
         def running() -> None:
             assert proc.poll() is None, "the collector ended"
 
