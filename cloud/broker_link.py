@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -37,7 +38,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -59,11 +59,12 @@ Inbound = tuple[str, bytes, int | None, int]
 
 
 class Channel:
-    """Pickled messages behind a 4-byte length over a stream socket; ``send`` is thread-safe."""
+    """Pickled messages behind a 4-byte length over a stream socket; ``send`` is thread-safe,
+    ``receive`` is for one thread."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._reader = sock.makefile("rb", buffering=1 << 16)
+        self._buffer = bytearray()
         self._lock = threading.Lock()
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -71,22 +72,47 @@ class Channel:
         with self._lock:
             self._sock.sendall(len(data).to_bytes(4, "big") + data)
 
-    def recv(self) -> tuple[Any, ...]:
-        """The next message; EOFError when the other end is gone."""
-        head = self._reader.read(4)
-        if len(head) < 4:
-            raise EOFError
-        size = int.from_bytes(head, "big")
-        data = self._reader.read(size)
-        if len(data) < size:
-            raise EOFError
-        message: tuple[Any, ...] = pickle.loads(data)  # our own child process
-        return message
+    def receive(self, timeout: float | None) -> list[tuple[Any, ...]]:
+        """Every whole message that has arrived, waiting up to ``timeout`` s (None: for ever) for
+        the first; [] when none came. EOFError when the other end is gone."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            messages = self._whole_messages()
+            if messages:
+                return messages
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return []
+            ready, _w, _x = select.select([self._sock], [], [], left)
+            if not ready:
+                return []
+            while True:  # everything there is now, without waiting
+                try:
+                    data = self._sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                if not data:
+                    raise EOFError
+                self._buffer += data
+                if len(data) < 1 << 20:
+                    break
+
+    def _whole_messages(self) -> list[tuple[Any, ...]]:
+        messages = []
+        buffer, pos = self._buffer, 0
+        while len(buffer) - pos >= 4:
+            size = int.from_bytes(buffer[pos : pos + 4], "big")
+            if len(buffer) - pos - 4 < size:
+                break
+            messages.append(pickle.loads(buffer[pos + 4 : pos + 4 + size]))  # our own child or parent
+            pos += 4 + size
+        if pos:
+            del buffer[:pos]
+        return messages
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        self._reader.close()
         self._sock.close()
 
 
@@ -219,23 +245,24 @@ class _Link:
         try:
             while True:
                 try:
-                    message = self.channel.recv()
+                    messages = self.channel.receive(None)
                 except (EOFError, OSError):  # the collector died: no DISCONNECT, so its will goes out
                     logger.error("collector gone; link ends")
                     os._exit(1)
-                if message[0] == "publish":
-                    for topic, payload, qos in message[1]:
-                        self.client.publish(topic, payload, qos=qos, retain=True)
-                elif message[0] == "ack":
-                    for mid, qos in message[1]:
-                        self.client.ack(mid, qos)
-                elif message[0] == "close":
-                    infos = [self.client.publish(t, p, qos=1, retain=True) for t, p in message[1]]
-                    deadline = time.monotonic() + CLOSE_WAIT_S
-                    for info in infos:
-                        with contextlib.suppress(RuntimeError, ValueError):
-                            info.wait_for_publish(max(deadline - time.monotonic(), 0.01))
-                    return
+                for message in messages:
+                    if message[0] == "publish":
+                        for topic, payload, qos in message[1]:
+                            self.client.publish(topic, payload, qos=qos, retain=True)
+                    elif message[0] == "ack":
+                        for mid, qos in message[1]:
+                            self.client.ack(mid, qos)
+                    elif message[0] == "close":
+                        infos = [self.client.publish(t, p, qos=1, retain=True) for t, p in message[1]]
+                        deadline = time.monotonic() + CLOSE_WAIT_S
+                        for info in infos:
+                            with contextlib.suppress(RuntimeError, ValueError):
+                                info.wait_for_publish(max(deadline - time.monotonic(), 0.01))
+                        return
         finally:
             self.client.disconnect()
             self.client.loop_stop()
@@ -250,22 +277,21 @@ def main(fd: int) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
     channel = Channel(socket.socket(fileno=fd))
-    setup = channel.recv()[1]
+    setup = channel.receive(None)[0][1]
     setup_logging(setup["log_level"], name=setup["log_name"])
     _Link(channel, setup).serve()
     return 0
-
-
-def _send_publications(channel: Channel, items: list[tuple[str, bytes, int]]) -> None:
-    channel.send(("publish", items))
 
 
 # -- the collector's side -------------------------------------------------------------------------
 
 
 class BrokerLink:
-    """The collector's handle on its link process: start it, hand it acknowledgements and
-    publications, hear what arrived. The callbacks run on the link's reader thread."""
+    """The collector's handle on its link process. ``receive`` is called by one thread (the
+    collector's writer): it reads what arrived straight from the socket pair, so no thread of the
+    collector has to wake for each handful of messages, and reports the link's news through
+    ``on_subscribed`` and ``on_disconnected`` on that thread. ``publish`` and ``ack`` may be called
+    from any thread."""
 
     def __init__(
         self,
@@ -275,7 +301,6 @@ class BrokerLink:
         *,
         session_expiry_s: int,
         will: tuple[str, bytes],
-        on_messages: Callable[[list[Inbound]], None],
         on_subscribed: Callable[[list[str]], None],
         on_disconnected: Callable[[str], None],
     ) -> None:
@@ -289,40 +314,56 @@ class BrokerLink:
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
             "log_name": "collector",
         }
-        self.on_messages = on_messages
         self.on_subscribed = on_subscribed
         self.on_disconnected = on_disconnected
         self._closing = threading.Event()
-        self._started = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: Channel | None = None
-        self._outbox: _Batcher | None = None
-        self._thread = threading.Thread(target=self._run, name="broker-link", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
-        self._started.wait(30)
+        self._channel = self._spawn()
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """The link process runs (or is being replaced: see ``receive``)."""
+        return self._proc is not None and (self._proc.poll() is None or not self._closing.is_set())
 
-    def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        """Publish retained (sent with the next batch of publications)."""
-        if self._outbox:
-            self._outbox.add((topic, payload, qos))
+    def receive(self, timeout: float) -> list[Inbound]:
+        """The messages that arrived, waiting up to ``timeout`` s for some. A link that died is
+        replaced here (after RESTART_S)."""
+        if self._channel is None or self._closing.is_set():
+            self._closing.wait(timeout)
+            return []
+        try:
+            messages = self._channel.receive(timeout)
+        except (EOFError, OSError):
+            self._replace()
+            return []
+        inbound: list[Inbound] = []
+        for message in messages:
+            if message[0] == "messages":
+                inbound += message[1]
+            elif message[0] == "subscribed":
+                self.on_subscribed(message[1])
+            elif message[0] == "disconnected":
+                self.on_disconnected(message[1])
+        return inbound
+
+    def publish(self, items: list[tuple[str, bytes, int]]) -> None:
+        """Publish these (topic, payload, qos), retained."""
+        self._send(("publish", items))
 
     def ack(self, items: list[tuple[int, int]]) -> None:
         """Acknowledge these (mid, qos) to the broker: their messages are committed."""
-        if items and self._channel:
-            with contextlib.suppress(OSError):
-                self._channel.send(("ack", items))
+        self._send(("ack", items))
+
+    def _send(self, message: tuple[str, list[Any]]) -> None:
+        if message[1] and self._channel:
+            with contextlib.suppress(OSError):  # the link died: receive() replaces it
+                self._channel.send(message)
 
     def close(self, last: list[tuple[str, bytes]]) -> None:
-        """Send what waits, then ``last`` (QoS 1, confirmed or given up after a few seconds), and
-        end the child."""
+        """Send ``last`` (QoS 1, confirmed or given up after a few seconds) and end the link."""
         self._closing.set()
-        if self._outbox:
-            self._outbox.close()
         if self._channel:
             with contextlib.suppress(OSError):
                 self._channel.send(("close", last))
@@ -333,7 +374,8 @@ class BrokerLink:
                 logger.warning("broker link did not end; killing it")
                 self._proc.kill()
                 self._proc.wait()
-        self._thread.join(5)
+        if self._channel:
+            self._channel.close()
 
     def _spawn(self) -> Channel:
         ours, theirs = socket.socketpair()
@@ -348,34 +390,17 @@ class BrokerLink:
         channel.send(("setup", self.setup))
         return channel
 
-    def _run(self) -> None:
-        while not self._closing.is_set():
-            channel = self._spawn()
-            self._channel = channel
-            self._outbox = _Batcher(partial(_send_publications, channel), "publish")
-            self._started.set()
-            try:
-                while True:
-                    message = channel.recv()
-                    if message[0] == "messages":
-                        self.on_messages(message[1])
-                    elif message[0] == "subscribed":
-                        self.on_subscribed(message[1])
-                    elif message[0] == "disconnected":
-                        self.on_disconnected(message[1])
-            except (EOFError, OSError):
-                pass
-            self.on_disconnected("broker link ended")
-            channel.close()
-            if self._proc:
-                self._proc.wait()
-            if self._closing.is_set():
-                return
-            logger.error(
-                "broker link process ended (exit %s); starting a new one in %.0f s",
-                self._proc.returncode if self._proc else "?", RESTART_S,
-            )  # fmt: skip
-            self._closing.wait(RESTART_S)
+    def _replace(self) -> None:
+        self.on_disconnected("broker link ended")
+        if self._channel:
+            self._channel.close()
+        code = self._proc.wait() if self._proc else None
+        if self._closing.is_set():
+            return
+        logger.error("broker link process ended (exit %s); starting a new one in %.0f s", code, RESTART_S)
+        self._closing.wait(RESTART_S)
+        if not self._closing.is_set():
+            self._channel = self._spawn()
 
 
 if __name__ == "__main__":

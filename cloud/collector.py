@@ -16,7 +16,6 @@ outbox no longer holds the missing events, they are recorded as unrecoverable.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -53,7 +52,7 @@ FromGate = TypeVar("FromGate", GateEvent, InspectionResult)
 
 STATUS_INTERVAL_S = 10.0
 ACK_INTERVAL_S = 0.2
-BATCH_MAX = 2000  # messages written in one transaction
+BATCH_MAX = 5000  # messages written in one transaction (more: fewer pages written per event)
 # Availability and screen content after each batch go out at QoS 0: each replaces the last and the
 # broker retains it; one lost with a dropped connection is replaced by the next or by the
 # re-publication on reconnect and every ``republish_s`` (QoS 1). Acknowledging thousands of them a
@@ -86,7 +85,7 @@ class Collector:
         self._acks_due: dict[str, Progress] = {}
         self._acks_lock = threading.Lock()
         self._ack_thread = threading.Thread(target=self._ack_loop, name="acks", daemon=True)
-        self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._pending: list[Inbound] = []  # received, beyond the last batch's BATCH_MAX
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         self.link = BrokerLink(
             cfg.mqtt,
@@ -94,7 +93,6 @@ class Collector:
             self._filters(),
             session_expiry_s=cfg.session_expiry_s,
             will=(self.topics.collector_status(cfg.name), encode(self._status("offline"))),
-            on_messages=self._on_messages,
             on_subscribed=self._on_subscribed,
             on_disconnected=self._on_disconnected,
         )
@@ -171,10 +169,6 @@ class Collector:
         if was and not self._stop.is_set():
             logger.warning("disconnected from broker: %s", reason)
 
-    def _on_messages(self, items: list[Inbound]) -> None:
-        for item in items:
-            self._inbox.put(item)
-
     # -- the work (writer thread) --------------------------------------------------------------
     def _write_loop(self) -> None:
         while not self._stop.is_set():
@@ -188,18 +182,12 @@ class Collector:
                     self._stop.wait(1.0)
 
     def _take_batch(self) -> list[Inbound]:
-        """The first message waiting and every one queued behind it (up to BATCH_MAX), without
-        waiting for more: while a batch is written the next one gathers, so batches grow with
-        the load by themselves and a lone event is stored at once."""
-        try:
-            batch = [self._inbox.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        while len(batch) < BATCH_MAX:
-            try:
-                batch.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
+        """Every message that arrived (up to BATCH_MAX), waiting briefly for the first: while a
+        batch is written the next one gathers, so batches grow with the load by themselves and a
+        lone event is stored at once."""
+        if len(self._pending) < BATCH_MAX:
+            self._pending += self.link.receive(0.0 if self._pending else 0.2)
+        batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
         return batch
 
     def process(self, batch: list[Inbound]) -> list[GateEvent]:
@@ -353,40 +341,48 @@ class Collector:
                 continue
             with self._acks_lock:
                 due, self._acks_due = self._acks_due, {}
-            for p in due.values():
-                ack = GateAck(gate_id=p.gate_id, epoch=p.epoch, upto=p.upto, ts=utc_now())
-                self._publish(self.topics.gate_ack(p.gate_id), encode(ack))
+            now = utc_now()
+            acks = [GateAck(gate_id=p.gate_id, epoch=p.epoch, upto=p.upto, ts=now) for p in due.values()]
+            self.link.publish([(self.topics.gate_ack(ack.gate_id), encode(ack), 1) for ack in acks])
 
     def _publish_lots(self, changed: dict[str, LotState]) -> None:
         """Availability of each changed lot, and every screen that shows one of them."""
         with self._publish_lock:
-            for lot in changed.values():
-                self._publish(
-                    self.topics.lot_availability(lot.id), encode(self.signs.availability(lot)), qos=STATE_QOS
-                )
+            out = [
+                (self.topics.lot_availability(lot.id), encode(self.signs.availability(lot)), STATE_QOS)
+                for lot in changed.values()
+            ]
             screens = [s for s in self.cfg.screens if any(item.lot_id in changed for item in s.lots)]
             if screens:  # only the lots those screens show, not every lot of the city, per batch
                 shown = {item.lot_id for screen in screens for item in screen.lots}
                 lots = {lot.id: lot for lot in self.store.lots(shown)}
-                for screen in screens:
-                    self._publish(
-                        self.topics.screen(screen.id), encode(self.signs.content(screen, lots)), qos=STATE_QOS
-                    )
+                out += [
+                    (self.topics.screen(screen.id), encode(self.signs.content(screen, lots)), STATE_QOS)
+                    for screen in screens
+                ]
+            self.link.publish(out)
 
     def _publish_all(self) -> None:
         with self._publish_lock:
             lots = {lot.id: lot for lot in self.store.lots()}
-            for lot in lots.values():
-                self._publish(self.topics.lot_availability(lot.id), encode(self.signs.availability(lot)))
-            for screen in self.cfg.screens:
-                self._publish(self.topics.screen(screen.id), encode(self.signs.content(screen, lots)))
+            out = [
+                (self.topics.lot_availability(lot.id), encode(self.signs.availability(lot)), 1)
+                for lot in lots.values()
+            ]
+            out += [
+                (self.topics.screen(screen.id), encode(self.signs.content(screen, lots)), 1)
+                for screen in self.cfg.screens
+            ]
+            self.link.publish(out)
+        out = []
         for cfg in self.cfg.lots:
             if cfg.id in self.areas.lane_lots:
                 continue  # an inspection station's lanes: its lists come with its locks, below
             lists = LotLists(lot_id=cfg.id, ts=utc_now(), allow=cfg.allow, deny=cfg.deny, locked=cfg.locked)
-            self._publish(self.topics.lot_lists(cfg.id), encode(self.plate_lists.merge(lists)))
+            out.append((self.topics.lot_lists(cfg.id), encode(self.plate_lists.merge(lists)), 1))
         for lists in self.areas.all_lists():  # also how an unlock made in the dashboard reaches the lanes
-            self._publish(self.topics.lot_lists(lists.lot_id), encode(self.plate_lists.merge(lists)))
+            out.append((self.topics.lot_lists(lists.lot_id), encode(self.plate_lists.merge(lists)), 1))
+        self.link.publish(out)
 
     def _upkeep_loop(self) -> None:
         failing = False
@@ -409,13 +405,14 @@ class Collector:
             wanted = lot_ids | {item.lot_id for screen in screens for item in screen.lots}
             with self._publish_lock:
                 lots = self._read_lots(wanted) if wanted else {}
-                for lot_id in lot_ids & lots.keys():
-                    lot = self.signs.availability(lots[lot_id], now)
-                    self._publish(self.topics.lot_availability(lot_id), encode(lot), qos=STATE_QOS)
-                for screen in screens:
-                    if all(item.lot_id in lots for item in screen.lots):
-                        content = self.signs.content(screen, lots, now)
-                        self._publish(self.topics.screen(screen.id), encode(content), qos=STATE_QOS)
+                states = [self.signs.availability(lots[lot_id], now) for lot_id in lot_ids & lots.keys()]
+                out = [(self.topics.lot_availability(lot.lot_id), encode(lot), STATE_QOS) for lot in states]
+                out += [
+                    (self.topics.screen(screen.id), encode(self.signs.content(screen, lots, now)), STATE_QOS)
+                    for screen in screens
+                    if all(item.lot_id in lots for item in screen.lots)
+                ]
+                self.link.publish(out)
         sample = self.history.due(now)
         if sample:
             lots = {lot.id: lot for lot in self.store.lots(sample)}
@@ -433,7 +430,7 @@ class Collector:
         return lots
 
     def _publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        self.link.publish(topic, payload, qos)
+        self.link.publish([(topic, payload, qos)])
 
     def _publish_status(self) -> None:
         if self.connected.is_set():

@@ -34,16 +34,19 @@ pytestmark = pytest.mark.integration
 
 
 class Heard:
-    """What a link reported, gathered from its reader thread."""
+    """What a link reported, read by a thread of its own as the collector's writer reads it."""
 
     def __init__(self) -> None:
         self.messages: list[Inbound] = []
         self.subscribed = threading.Event()
         self.lock = threading.Lock()
+        self.stop = threading.Event()
 
-    def on_messages(self, items: list[Inbound]) -> None:
-        with self.lock:
-            self.messages.extend(items)
+    def read(self, link: BrokerLink) -> None:
+        while not self.stop.is_set():
+            items = link.receive(0.1)
+            with self.lock:
+                self.messages.extend(items)
 
     def payloads(self) -> list[bytes]:
         with self.lock:
@@ -57,13 +60,19 @@ def open_link(settings: MqttSettings, heard: Heard, client_id: str = "collector-
         [f"{settings.topic_root}/in/#"],
         session_expiry_s=300,
         will=(f"{settings.topic_root}/will", b"gone"),
-        on_messages=heard.on_messages,
         on_subscribed=lambda _refused: heard.subscribed.set(),
         on_disconnected=lambda _reason: heard.subscribed.clear(),
     )
     link.start()
+    threading.Thread(target=heard.read, args=(link,), daemon=True).start()
     wait_until(heard.subscribed.is_set, what="the link's subscription")
     return link
+
+
+def close_link(link: BrokerLink, heard: Heard) -> None:
+    heard.stop.set()
+    time.sleep(0.2)  # its reader is done
+    link.close([])
 
 
 def publisher(settings: MqttSettings) -> mqtt.Client:
@@ -112,7 +121,7 @@ def test_every_shape_of_message_arrives_and_acknowledged_ones_do_not_come_again(
         link.ack([(mid, qos) for _t, _p, mid, qos in heard.messages if mid is not None])
         time.sleep(0.5)  # the acknowledgements reach the broker
     finally:
-        link.close([])
+        close_link(link, heard)
         pub.disconnect()
         pub.loop_stop()
     again = Heard()
@@ -121,7 +130,7 @@ def test_every_shape_of_message_arrives_and_acknowledged_ones_do_not_come_again(
         time.sleep(1.0)
         assert again.messages == []
     finally:
-        link.close([])
+        close_link(link, again)
 
 
 def test_a_link_that_dies_is_replaced_and_what_it_did_not_acknowledge_comes_again(
@@ -139,7 +148,7 @@ def test_a_link_that_dies_is_replaced_and_what_it_did_not_acknowledge_comes_agai
         assert link.alive()
         assert len(link_pids("collector-restart")) == 1
     finally:
-        link.close([])
+        close_link(link, heard)
         pub.disconnect()
         pub.loop_stop()
     assert link_pids("collector-restart") == []
