@@ -24,10 +24,13 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    and_,
+    any_,
     bindparam,
     create_engine,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -49,13 +52,16 @@ class Base(DeclarativeBase):
 
 class EventRow(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("events_gate_epoch_seq", "gate_id", "epoch", "seq"),)
+    __table_args__ = (
+        Index("events_gate_epoch_seq", "gate_id", "epoch", "seq"),
+        Index("events_lot_ts", "lot_id", "ts"),  # a lot's events in time order (the occupancy ledger)
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     epoch: Mapped[str] = mapped_column(String(40))
     seq: Mapped[int] = mapped_column(Integer)
     gate_id: Mapped[str] = mapped_column(String(64))
-    lot_id: Mapped[str] = mapped_column(String(64), index=True)
+    lot_id: Mapped[str] = mapped_column(String(64))
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     direction: Mapped[str] = mapped_column(String(8))
     plate: Mapped[str | None] = mapped_column(String(16), index=True)
@@ -63,6 +69,9 @@ class EventRow(Base):
     action: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # the lot's count after this event, counting its events in (ts, id) order: where a late event
+    # is counted from (EventStore._fold). None: not counted (unknown lot, before the lot's anchor)
+    occupied_after: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class LotRow(Base):
@@ -72,7 +81,14 @@ class LotRow(Base):
     name: Mapped[str] = mapped_column(String(120))
     capacity: Mapped[int] = mapped_column(Integer)
     occupied: Mapped[int] = mapped_column(Integer, default=0)
+    # the newest event counted, by (ts, id)
     last_event_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_event_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # the last re-base (recalibration, reconciliation, sensors): the count was set to
+    # anchor_occupied after the event key (anchor_ts, anchor_event_id); events before it no longer count
+    anchor_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    anchor_event_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    anchor_occupied: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SnapshotRow(Base):
@@ -97,6 +113,57 @@ class GateProgressRow(Base):
 
 
 _LOTS = cast(Table, LotRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+
+
+def _key(ev: GateEvent) -> tuple[datetime, str]:
+    """Events count in this order: by time, then id (unique, so the order is total)."""
+    return ev.ts, ev.id
+
+
+@dataclass
+class _Lot:
+    """A lot's row while a batch counts into it (read and written with Core statements)."""
+
+    COLUMNS = ("id", "name", "capacity", "occupied", "last_event_ts", "last_event_id",
+               "anchor_ts", "anchor_event_id", "anchor_occupied")  # fmt: skip
+
+    id: str
+    name: str
+    capacity: int
+    occupied: int
+    last: tuple[datetime, str] | None  # the newest event counted
+    anchor: tuple[datetime, str] | None  # events up to this one do not count (the last re-base)
+    anchor_occupied: int | None
+
+    @classmethod
+    def of(cls, r: Any) -> _Lot:
+        last = (_aware(r.last_event_ts), r.last_event_id or "") if r.last_event_ts else None
+        anchor = (_aware(r.anchor_ts), r.anchor_event_id or "") if r.anchor_ts else None
+        return cls(r.id, r.name, r.capacity, r.occupied, last, anchor, r.anchor_occupied)
+
+    def step(self, n: int, direction: str, action: str) -> int:
+        """The count after an event: an entry or exit that opened the barrier moves it, clamped."""
+        if action != OPEN_ACTION:
+            return n
+        return min(max(n + (1 if direction == ENTRY else -1), 0), self.capacity)
+
+    def state(self) -> LotState:
+        return LotState(self.id, self.name, self.capacity, self.occupied, self.last[0] if self.last else None)
+
+
+OPEN_ACTION, ENTRY = Action.OPEN.value, Direction.ENTRY.value
+
+
+def rebase(row: LotRow, occupied: int, now: datetime) -> None:
+    """Set a lot's count by hand or by a reconciliation: it holds from now and after every event
+    counted so far, so an event from before it that arrives late does not count again."""
+    last = (_aware(row.last_event_ts), row.last_event_id or "") if row.last_event_ts else None
+    anchor = max(last, (now, "")) if last else (now, "")
+    row.occupied = occupied
+    row.anchor_ts, row.anchor_event_id, row.anchor_occupied = anchor[0], anchor[1], occupied
+
+
 _PROGRESS = cast(Table, GateProgressRow.__table__)
 
 
@@ -293,18 +360,20 @@ class EventStore:
 
     def record_batch(self, events: Sequence[GateEvent]) -> BatchResult:
         """Store a batch of events in one transaction: each once by id (repeats, also within the
-        batch, change nothing), occupancy counted in order with clamps, and each gate's contiguous
-        run advanced. Returns what was new, the lots it changed and every gate's progress."""
+        batch, change nothing), occupancy counted in (ts, id) order with clamps whatever order
+        they arrive in (:meth:`_fold`), and each gate's contiguous run advanced. Returns what was
+        new, the lots it changed and every gate's progress."""
         fresh: dict[str, GateEvent] = {}
         for ev in events:
             fresh.setdefault(ev.id, ev)
         with write_session(self.engine) as s:
-            inserted = self._insert_new(s, list(fresh.values()))
-            stored = [ev for ev in fresh.values() if ev.id in inserted]
+            lots = self._lock_lots(s, {ev.lot_id for ev in fresh.values()})
+            stored = self._new(s, list(fresh.values()))
+            after = self._fold(s, lots, stored)
+            self._insert(s, stored, after)
             crops = [{"event_id": ev.id, "jpeg": _jpeg(ev.crop_jpeg)} for ev in stored if ev.crop_jpeg]
             if crops:
                 s.execute(insert_into(SnapshotRow), crops)
-            lots = self._count(s, stored)
             for hook in self._batch_hooks:
                 hook(s, stored)
             progress: dict[str, Progress] = {}
@@ -314,86 +383,191 @@ class EventStore:
                 row = rows.setdefault(gate_id, _Run(gate_id, epoch, new=True))
                 progress[gate_id] = self._advance(s, row, epoch, seqs)
             _save_runs(s, list(rows.values()))
+        changed = {lot_id: lots[lot_id].state() for lot_id in {ev.lot_id for ev in stored} if lot_id in lots}
         for ev in stored:
             if ev.lot_id not in lots:
                 logger.warning("event %s is for unknown lot %s: stored, not counted", ev.id, ev.lot_id)
-        return BatchResult(stored, lots, progress)
+        return BatchResult(stored, changed, progress)
 
-    def _insert_new(self, s: Session, events: list[GateEvent]) -> set[str]:
-        """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids that were not stored before.
-
-        No conflict target, so the same statement fits the plain table (primary key ``id``) and
-        the day-partitioned one on PostgreSQL (primary key ``(id, ts)``, deploy/postgres/).
-
-        On PostgreSQL the rows go as one array per column (``INSERT ... SELECT FROM unnest(...)``):
-        a multi-row VALUES statement has a placeholder per value, and psycopg parses a statement
-        that long in Python on every batch, which took five times the database's own work."""
-        if not events:
-            return set()
-        if self.engine.dialect.name == "postgresql":
-            values = [_values(ev) for ev in events]
-            arrays = {name: [v[name] for v in values] for name in _EVENT_COLUMNS}
-            return set(s.connection().execute(_pg_insert_arrays(), arrays).scalars().all())
-        if self.engine.dialect.name == "sqlite":
-            return self._sqlite_insert_new(s, events)
-        stmt = pg_insert(EventRow).on_conflict_do_nothing().returning(EventRow.id)
-        rows = s.execute(stmt, [_values(ev) for ev in events]).scalars().all()
-        return set(rows)
-
-    def _sqlite_insert_new(self, s: Session, events: list[GateEvent]) -> set[str]:
-        """SQLite: the ids already stored (one indexed lookup), then the others in one DBAPI
-        ``executemany`` with the column types' own conversions: the ORM's bulk insert with RETURNING
-        built and converted every row in Python at several times the cost of SQLite's own work.
-
-        A concurrent writer (a second collector on the same file) that stored one of these ids
-        between the lookup and the insert makes the row count come short: the batch fails and is
-        retried, and the retry sees those ids as stored."""
-        conn = s.connection()
-        ids = [ev.id for ev in events]
-        marks = ",".join("?" * len(ids))
-        existing = set(
-            conn.exec_driver_sql(f"SELECT id FROM events WHERE id IN ({marks})", tuple(ids)).scalars()
-        )
-        new = [ev for ev in events if ev.id not in existing]
-        if new:
-            convert = _sqlite_converters(self.engine.dialect)
-            rows = [tuple(f(v) if f else v for f, v in zip(convert, _row(ev), strict=True)) for ev in new]
-            written = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
-            if written != len(rows):
-                raise RuntimeError(f"{len(rows) - written} events were stored by another writer meanwhile")
-        return {ev.id for ev in new}
-
-    def _count(self, s: Session, stored: list[GateEvent]) -> dict[str, LotState]:
-        """Apply the new events to their lots' occupancy, one by one in time order (clamped to
-        0..capacity): the lots' rows read (and locked) in one query, written in one executemany."""
-        lot_ids = sorted({ev.lot_id for ev in stored})
+    @staticmethod
+    def _lock_lots(s: Session, lot_ids: set[str]) -> dict[str, _Lot]:
+        """The lots' rows, read and locked (PostgreSQL: in id order, as every writer takes them;
+        SQLite: the transaction holds the database's write lock already) before anything of theirs
+        is read, so two collectors count one lot one after the other."""
         if not lot_ids:
             return {}
         t = _LOTS
-        query = select(t.c.id, t.c.name, t.c.capacity, t.c.occupied, t.c.last_event_ts).where(
-            t.c.id.in_(lot_ids)
+        query = (
+            select(*(t.c[name] for name in _Lot.COLUMNS)).where(t.c.id.in_(sorted(lot_ids))).order_by(t.c.id)
         )
-        lots = {
-            r.id: [r.occupied, _aware(r.last_event_ts) if r.last_event_ts else None, r]
-            for r in s.execute(query.with_for_update())
-        }
-        for ev in sorted(stored, key=lambda e: e.ts):
-            lot = lots.get(ev.lot_id)
-            if lot is None:
-                continue
-            if ev.decision.action is Action.OPEN:
-                step = 1 if ev.direction is Direction.ENTRY else -1
-                lot[0] = min(max(lot[0] + step, 0), lot[2].capacity)
-            if lot[1] is None or lot[1] < ev.ts:
-                lot[1] = ev.ts
-        if lots:
+        return {r.id: _Lot.of(r) for r in s.execute(query.with_for_update())}
+
+    def _new(self, s: Session, events: list[GateEvent]) -> list[GateEvent]:
+        """The events not stored before (one indexed lookup of their ids)."""
+        if not events:
+            return []
+        ids = [ev.id for ev in events]
+        conn = s.connection()
+        if conn.dialect.name == "sqlite":
+            marks = ",".join("?" * len(ids))
+            found = conn.exec_driver_sql(f"SELECT id FROM events WHERE id IN ({marks})", tuple(ids)).scalars()
+        elif conn.dialect.name == "postgresql":  # one array parameter, not one per id
+            found = conn.execute(_pg_existing_ids(), {"ids": ids}).scalars()
+        else:
+            found = conn.execute(select(EventRow.id).where(EventRow.id.in_(ids))).scalars()
+        existing = set(found)
+        return [ev for ev in events if ev.id not in existing]
+
+    def _insert(self, s: Session, events: list[GateEvent], after: dict[str, int]) -> None:
+        """INSERT the new events with the count after each.
+
+        SQLite: one DBAPI ``executemany`` with the column types' own conversions (the ORM's bulk
+        insert converted every row in Python at several times SQLite's own work). PostgreSQL: one
+        array per column (``INSERT ... SELECT FROM unnest(...)``): a multi-row VALUES statement has
+        a placeholder per value, and psycopg parsed a statement that long in Python on every batch.
+        ON CONFLICT DO NOTHING without a conflict target fits the plain table (primary key ``id``)
+        and the day-partitioned one (``(id, ts)``, deploy/postgres/).
+
+        An event another writer stored between :meth:`_new` and here (one of a lot this batch
+        does not lock) makes the row count come short: the batch fails and is retried, and the
+        retry sees it as stored."""
+        if not events:
+            return
+        conn = s.connection()
+        if conn.dialect.name == "sqlite":
+            convert = _sqlite_converters(self.engine.dialect)
+            rows = [
+                tuple(f(v) if f else v for f, v in zip(convert, _row(ev, after.get(ev.id)), strict=True))
+                for ev in events
+            ]
+            written = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
+        else:
+            values = [_row(ev, after.get(ev.id)) for ev in events]
+            arrays = {name: [v[k] for v in values] for k, name in enumerate(_EVENT_COLUMNS)}
+            if conn.dialect.name == "postgresql":
+                written = len(conn.execute(_pg_insert_arrays(), arrays).scalars().all())
+            else:
+                written = conn.execute(
+                    insert_into(EventRow), [dict(zip(_EVENT_COLUMNS, v, strict=True)) for v in values]
+                ).rowcount
+        if written != len(events):
+            raise RuntimeError(f"{len(events) - written} events were stored by another writer meanwhile")
+
+    def _fold(self, s: Session, lots: dict[str, _Lot], stored: list[GateEvent]) -> dict[str, int]:
+        """Count the new events into their lots' occupancy, in (ts, id) order, each entry or exit
+        that opened the barrier clamped to 0..capacity; returns each new event's count after it.
+
+        Clamps make the count depend on order: a lot at capacity that sees an exit and then an
+        entry is full again, in the other order it has one space. Events of one lot arrive out of
+        order when a gate's backlog drains late, or when several collectors each store part of the
+        stream. So each counted event keeps the count after it (``occupied_after``): new events
+        newer than everything counted extend the count directly (the usual case, no query); an
+        older one is counted from the count after the event before it, and the lot's events after
+        it are counted again, their ``occupied_after`` corrected. Events at or before the lot's
+        anchor (its last re-base) do not count: the re-based count already holds them."""
+        per_lot: dict[str, list[GateEvent]] = {}
+        for ev in stored:
+            if ev.lot_id in lots:
+                per_lot.setdefault(ev.lot_id, []).append(ev)
+        after: dict[str, int] = {}
+        corrected: list[dict[str, object]] = []
+        for lot_id, events in per_lot.items():
+            lot = lots[lot_id]
+            events.sort(key=_key)
+            if lot.anchor is not None:
+                anchor = lot.anchor
+                events = [ev for ev in events if _key(ev) > anchor]
+                if not events:
+                    continue
+            first = _key(events[0])
+            if lot.last is None or first > lot.last:  # in order: no query
+                n = lot.occupied
+                for ev in events:
+                    n = lot.step(n, ev.direction.value, ev.decision.action.value)
+                    after[ev.id] = n
+            else:
+                n = self._count_before(s, lot, first)
+                merged: list[tuple[tuple[datetime, str], str, str, GateEvent | None, Any]]
+                merged = [(_key(ev), ev.direction.value, ev.decision.action.value, ev, None) for ev in events]
+                merged += [
+                    ((_aware(r.ts), r.id), r.direction, r.action, None, r)
+                    for r in self._counted_after(s, lot_id, first)
+                ]
+                merged.sort(key=lambda item: item[0])
+                for _at, direction, action, new, row in merged:
+                    n = lot.step(n, direction, action)
+                    if new is not None:
+                        after[new.id] = n
+                    elif row.occupied_after != n:
+                        corrected.append({"b_id": row.id, "b_ts": row.ts, "n": n})
+                logger.debug("lot %s: %d late events counted again from %s", lot_id, len(merged), first[0])
+            lot.occupied = n
+            last = _key(events[-1])
+            if lot.last is None or last > lot.last:
+                lot.last = last
+        if corrected:
+            s.execute(
+                update(_EVENTS)
+                .where(_EVENTS.c.id == bindparam("b_id"), _EVENTS.c.ts == bindparam("b_ts"))
+                .values(occupied_after=bindparam("n")),
+                corrected,
+            )
+        touched = [lots[lot_id] for lot_id in per_lot]
+        if touched:
+            t = _LOTS
             s.execute(
                 update(t)
                 .where(t.c.id == bindparam("lot"))
-                .values(occupied=bindparam("n"), last_event_ts=bindparam("at")),
-                [{"lot": lot_id, "n": n, "at": at} for lot_id, (n, at, _r) in lots.items()],
+                .values(
+                    occupied=bindparam("n"), last_event_ts=bindparam("at"), last_event_id=bindparam("eid")
+                ),
+                [
+                    {
+                        "lot": lot.id,
+                        "n": lot.occupied,
+                        "at": lot.last[0] if lot.last else None,
+                        "eid": lot.last[1] if lot.last else None,
+                    }
+                    for lot in touched
+                ],
             )
-        return {lot_id: LotState(lot_id, r.name, r.capacity, n, at) for lot_id, (n, at, r) in lots.items()}
+        return after
+
+    @staticmethod
+    def _count_before(s: Session, lot: _Lot, key: tuple[datetime, str]) -> int:
+        """The lot's count just before the event ``key``: after the latest counted event before
+        it, else as re-based at the anchor, else 0 (the count a lot starts from)."""
+        t = _EVENTS
+        ts, event_id = key
+        query = (
+            select(t.c.occupied_after)
+            .where(
+                t.c.lot_id == lot.id,
+                t.c.occupied_after.is_not(None),
+                or_(t.c.ts < ts, and_(t.c.ts == ts, t.c.id < event_id)),
+            )
+            .order_by(t.c.ts.desc(), t.c.id.desc())
+            .limit(1)
+        )
+        if lot.anchor is not None:
+            a_ts, a_id = lot.anchor
+            query = query.where(or_(t.c.ts > a_ts, and_(t.c.ts == a_ts, t.c.id > a_id)))
+        found = s.execute(query).scalar()
+        if found is not None:
+            return int(found)
+        return lot.anchor_occupied if lot.anchor is not None and lot.anchor_occupied is not None else 0
+
+    @staticmethod
+    def _counted_after(s: Session, lot_id: str, key: tuple[datetime, str]) -> list[Any]:
+        """The lot's stored events after ``key``, in (ts, id) order."""
+        t = _EVENTS
+        ts, event_id = key
+        query = (
+            select(t.c.id, t.c.ts, t.c.direction, t.c.action, t.c.occupied_after)
+            .where(t.c.lot_id == lot_id, or_(t.c.ts > ts, and_(t.c.ts == ts, t.c.id > event_id)))
+            .order_by(t.c.ts, t.c.id)
+        )
+        return list(s.execute(query))
 
     @staticmethod
     def _progress_rows(s: Session, gate_ids: list[str]) -> dict[str, _Run]:
@@ -515,6 +689,12 @@ _EVENT_COLUMNS = [c.name for c in EventRow.__table__.columns]
 
 
 @functools.cache
+def _pg_existing_ids() -> Any:
+    """SELECT id FROM events WHERE id = ANY(:ids), the ids as one array parameter."""
+    return select(EventRow.id).where(EventRow.id == any_(bindparam("ids", type_=ARRAY(String(40)))))
+
+
+@functools.cache
 def _pg_insert_arrays() -> Any:
     """INSERT INTO events SELECT * FROM unnest(:id, :epoch, ...) ON CONFLICT DO NOTHING RETURNING id,
     one array parameter per column."""
@@ -536,7 +716,9 @@ def _jpeg(b64: str) -> bytes:
         return b""
 
 
-def _row(ev: GateEvent, received_at: datetime | None = None) -> tuple[object, ...]:
+def _row(
+    ev: GateEvent, occupied_after: int | None, received_at: datetime | None = None
+) -> tuple[object, ...]:
     """An event's column values, in ``_EVENT_COLUMNS`` order."""
     return (
         ev.id,
@@ -551,11 +733,8 @@ def _row(ev: GateEvent, received_at: datetime | None = None) -> tuple[object, ..
         ev.decision.action.value,
         ev.decision.reason.value,
         received_at or datetime.now(UTC),
+        occupied_after,
     )
-
-
-def _values(ev: GateEvent) -> dict[str, object]:
-    return dict(zip(_EVENT_COLUMNS, _row(ev), strict=True))
 
 
 _SQLITE_INSERT = "INSERT OR IGNORE INTO events ({}) VALUES ({})".format(

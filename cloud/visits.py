@@ -95,7 +95,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud.config import CollectorConfig, LotConfig
-from cloud.events_store import Base, EventRow, EventStore, LotRow, LotState, write_session
+from cloud.events_store import Base, EventRow, EventStore, LotRow, LotState, rebase, write_session
 from parkgate.settings import ConfigError, MqttSettings
 from protocol import Action, Direction, GateEvent, Topics, encode
 from protocol.messages import CollectorRefresh, LotAlerts, OverstayNotice, Plate, SpaceSensorReport, utc_now
@@ -1186,7 +1186,7 @@ class Visits:
             reason=reason[:400],
             ts=now,
         )
-        row.occupied = after
+        rebase(row, after, now)
         s.add(audit)
         s.flush()
         return _adjustment(audit)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, text
 from sqlalchemy.engine import Engine
 from ulid import ULID
 
@@ -56,6 +56,14 @@ def no_pending_changes(engine: Engine) -> None:
         command.check(alembic_config(conn))
 
 
+def _values(ev: GateEvent) -> dict[str, object]:
+    return {
+        "id": ev.id, "epoch": ev.epoch, "seq": ev.seq, "gate_id": ev.gate_id, "lot_id": ev.lot_id, "ts": ev.ts,
+        "direction": ev.direction.value, "plate": ev.plate, "confidence": ev.confidence,
+        "action": ev.decision.action.value, "reason": ev.decision.reason.value, "received_at": utc_now(),
+    }  # fmt: skip
+
+
 def event(seq: int) -> GateEvent:
     return GateEvent(
         id=str(ULID()), epoch="EPOCH00001", seq=seq, ts=utc_now(), lot_id="L1", gate_id="G1",
@@ -89,14 +97,21 @@ def test_migrating_again_changes_nothing(db_url: str) -> None:
 def test_a_database_made_before_migrations_is_stamped_and_upgraded(db_url: str) -> None:
     """Tables from the old create_all, no alembic_version: kept with their rows, then upgraded."""
     engine = open_engine(db_url)
+    first = event(1)
     try:
-        target_metadata().create_all(engine, tables=[Base.metadata.tables[t] for t in BASELINE_TABLES])
+        with engine.connect() as conn:  # the baseline schema as it was, without its version row
+            command.upgrade(alembic_config(conn), BASELINE)
+            conn.commit()
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE alembic_version"))
+            assert set(inspect(conn).get_table_names()) == set(BASELINE_TABLES)
+            columns = {c["name"] for c in inspect(conn).get_columns("events")}
+            conn.execute(
+                insert(Base.metadata.tables["events"]),
+                [{k: v for k, v in _values(first).items() if k in columns}],
+            )
     finally:
         engine.dispose()
-    old = EventStore(db_url, migrate=False)
-    first = event(1)
-    old.record(first)
-    old.close()
 
     store = EventStore(db_url)
     try:

@@ -152,21 +152,28 @@ def test_events_are_kept_in_day_partitions(postgres: str) -> None:
 
 
 # -- collectors on a shared subscription --------------------------------------------------------------
+CAPACITY = 10  # small, so that the counts hit both clamps again and again
+
+
 def make_events(n: int, *, gates: int, lots: int) -> list[GateEvent]:
-    """As bench ingest's publisher: each gate its own epoch and consecutive seqs. In the second half
-    every fourth event of a gate is an exit; a lot never empties, so occupancy does not depend on
-    the order in which the collectors store the events (no clamp at 0)."""
+    """As bench ingest's publisher: each gate its own epoch and consecutive seqs. Each lot sees 15
+    entries then 20 exits, over and over: its count runs into capacity and into 0, where the clamps
+    make it depend on the order events are counted in (the occupancy ledger counts them in time
+    order, however the collectors split and store them)."""
     epochs = [str(ULID()) for _ in range(gates)]
     seqs = [0] * gates
+    per_lot = [0] * lots
     out = []
     start = utc_now()
     for k in range(n):
         g = k % gates
         seqs[g] += 1
-        exit_ = k >= n // 2 and (k // gates) % 4 == 0
+        lot = g % lots
+        per_lot[lot] += 1
+        exit_ = per_lot[lot] % 35 >= 15
         out.append(
             ev(
-                seqs[g], gate=f"G{g:03d}", lot=f"L{g % lots:02d}", epoch=epochs[g],
+                seqs[g], gate=f"G{g:03d}", lot=f"L{lot:02d}", epoch=epochs[g],
                 direction=Direction.EXIT if exit_ else Direction.ENTRY,
                 ts=start + timedelta(milliseconds=k),
             )
@@ -175,7 +182,7 @@ def make_events(n: int, *, gates: int, lots: int) -> list[GateEvent]:
 
 
 def lot_configs(lots: int) -> list[LotConfig]:
-    return [LotConfig(id=f"L{i:02d}", name=f"lot {i}", capacity=100_000) for i in range(lots)]
+    return [LotConfig(id=f"L{i:02d}", name=f"lot {i}", capacity=CAPACITY) for i in range(lots)]
 
 
 def totals(store: EventStore) -> dict[str, Any]:

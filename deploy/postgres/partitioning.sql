@@ -92,7 +92,7 @@ BEGIN
     ALTER TABLE events RENAME TO events_unpartitioned;
     ALTER INDEX events_pkey RENAME TO events_unpartitioned_pkey;
     ALTER INDEX events_gate_epoch_seq RENAME TO events_unpartitioned_gate_epoch_seq;
-    ALTER INDEX ix_events_lot_id RENAME TO ix_events_unpartitioned_lot_id;
+    ALTER INDEX events_lot_ts RENAME TO events_unpartitioned_lot_ts;
     ALTER INDEX ix_events_plate RENAME TO ix_events_unpartitioned_plate;
     ALTER INDEX ix_events_ts RENAME TO ix_events_unpartitioned_ts;
 
@@ -101,7 +101,7 @@ BEGIN
         PARTITION BY RANGE (ts);
     -- the same index names as the models (cloud/events_store.py), so autogenerate sees no change
     CREATE INDEX events_gate_epoch_seq ON events (gate_id, epoch, seq);
-    CREATE INDEX ix_events_lot_id ON events (lot_id);
+    CREATE INDEX events_lot_ts ON events (lot_id, ts);
     CREATE INDEX ix_events_plate ON events (plate);
     CREATE INDEX ix_events_ts ON events (ts);
     CREATE TABLE events_default PARTITION OF events DEFAULT;
