@@ -73,12 +73,18 @@ def run_edge(config: Path) -> int:
 
 
 def run_collector(config: Path) -> int:
+    import gc
+
     from cloud.collector import Collector
     from cloud.config import CollectorConfig
 
     cfg = load_config(CollectorConfig, config)
     stop = stop_on_signals()
     collector = Collector(cfg)
+    # What start-up made (the city's configuration, the models, SQLAlchemy's tables) lives as long
+    # as the process: out of the collector's sight, a full collection walks only what batches made
+    # (one had stalled a batch by ~100 ms, a p99 spike of gate-to-screen latency).
+    gc.freeze()
     supervise(
         stop,
         f"collector {cfg.name} starting",
