@@ -125,9 +125,7 @@ class _Batcher:
         self._items: list[Any] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
 
     def add(self, item: Any) -> None:
         with self._lock:
@@ -145,14 +143,6 @@ class _Batcher:
                     self._send(items)
                 except OSError:  # the other end is gone; its reader says so
                     return
-            if self._closed:
-                return
-
-    def close(self) -> None:
-        """Send what is waiting, then stop."""
-        self._closed = True
-        self._ready.set()
-        self._thread.join(5)
 
 
 # -- the child ------------------------------------------------------------------------------------
@@ -322,10 +312,6 @@ class BrokerLink:
 
     def start(self) -> None:
         self._channel = self._spawn()
-
-    def alive(self) -> bool:
-        """The link process runs (or is being replaced: see ``receive``)."""
-        return self._proc is not None and (self._proc.poll() is None or not self._closing.is_set())
 
     def receive(self, timeout: float) -> list[Inbound]:
         """The messages that arrived, waiting up to ``timeout`` s for some. A link that died is

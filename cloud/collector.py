@@ -136,8 +136,8 @@ class Collector:
 
     def healthy(self) -> bool:
         """The worker threads are alive (for the service watchdog)."""
-        threads = (self._writer, self._ack_thread, self._upkeep_thread)
-        alive = all(t.is_alive() for t in threads) and self.link.alive()
+        # (a link process that died is replaced by the writer: cloud/broker_link.py)
+        alive = all(t.is_alive() for t in (self._writer, self._ack_thread, self._upkeep_thread))
         return alive and (self.telemetry is None or self.telemetry.healthy())
 
     # -- the broker link's news (its reader thread) -------------------------------------------
