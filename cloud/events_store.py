@@ -27,6 +27,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     create_engine,
     event,
     func,
@@ -37,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy import insert as insert_into
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -343,15 +345,27 @@ class EventStore:
         self._batch_hooks.append(hook)
 
     def sync_lots(self, lots: Iterable[LotConfig]) -> None:
-        """Create configured lots, update their names and capacities; keep their occupancy."""
+        """Create configured lots, update their names and capacities; keep their occupancy (within
+        a smaller capacity). Safe when several collectors start together on one database: a lot
+        another one created meanwhile is left to the update."""
+        rows = [{"id": lot.id, "name": lot.name, "capacity": lot.capacity, "occupied": 0} for lot in lots]
+        if not rows:
+            return
+        insert_fn = sqlite_insert if self.engine.dialect.name == "sqlite" else pg_insert
+        t = _LOTS
+        capacity = bindparam("b_capacity", type_=Integer)
         with write_session(self.engine) as s:
-            for lot in lots:
-                row = s.get(LotRow, lot.id)
-                if row is None:
-                    s.add(LotRow(id=lot.id, name=lot.name, capacity=lot.capacity, occupied=0))
-                else:
-                    row.name, row.capacity = lot.name, lot.capacity
-                    row.occupied = min(row.occupied, lot.capacity)
+            s.execute(insert_fn(t).on_conflict_do_nothing(), rows)
+            s.execute(
+                update(t)
+                .where(t.c.id == bindparam("b_id"))
+                .values(
+                    name=bindparam("b_name"),
+                    capacity=capacity,
+                    occupied=case((t.c.occupied > capacity, capacity), else_=t.c.occupied),
+                ),
+                [{"b_id": r["id"], "b_name": r["name"], "b_capacity": r["capacity"]} for r in rows],
+            )
 
     def record(self, ev: GateEvent) -> Recorded:
         """Store one event (see :meth:`record_batch`)."""
