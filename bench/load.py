@@ -15,9 +15,9 @@ The pieces both need, so each measures the same path a city's gates take:
 - :class:`LatencyProbe` (gate-to-screen: the first availability update of the lot that counts an
   event) and :class:`ScreenWatch` (the latest retained content of every guidance screen).
 
-Whole lots go to one publisher: the collector counts a lot's occupancy in arrival order with
-clamps at 0 and capacity, so a lot's entries and exits must reach the broker in the order they
-happened, which one MQTT connection keeps.
+Whole lots go to one publisher, as a lot's gates would send: its events arrive in the order they
+happened (one MQTT connection keeps it), and the latency probe reads a lot's updates in that order.
+The collector would count them right in any order (the occupancy ledger, cloud/events_store.py).
 """
 
 from __future__ import annotations
