@@ -28,7 +28,7 @@ from parkgate.mqtt import make_client, wait_collectors_online
 from parkgate.settings import MqttSettings
 from protocol import CollectorStatus, Topics, decode
 from tests.mqtt_helpers import retained
-from tests.waiting import wait_until
+from tests.waiting import processes_mentioning, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -84,18 +84,7 @@ def publisher(settings: MqttSettings) -> mqtt.Client:
 
 def link_pids(client_id: str) -> list[int]:
     """Live link processes started for ``client_id`` (their command line names it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if b"cloud.broker_link" in cmdline and client_id.encode() in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
+    return processes_mentioning("cloud.broker_link", f" {client_id}")
 
 
 def test_every_shape_of_message_arrives_and_acknowledged_ones_do_not_come_again(

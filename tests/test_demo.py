@@ -13,23 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import processes_mentioning
+
 pytestmark = pytest.mark.integration
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs of live processes whose command line contains ``text``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def availability(url: str) -> dict[str, tuple[int, int]]:
