@@ -1,8 +1,10 @@
 """The collector service: gate events in, stored once, availability and screen content out.
 
-Each event is acknowledged to the broker (MQTT 5, manual ack) only after its database
-transaction committed, and the collector keeps a persistent session, so events sent while it
-is down or restarting wait in the broker. A payload that does not validate is counted by
+Its MQTT connection runs in a child process (cloud/broker_link.py); the writer thread here reads
+what it received in batches, stores each batch in one transaction and hands back what to
+acknowledge and publish. Each event is acknowledged to the broker (MQTT 5, manual ack) only after
+its database transaction committed, and the link keeps a persistent session, so events sent while
+the collector is down or restarting wait in the broker. A payload that does not validate is counted by
 reason, logged with the offending field, acknowledged (so it is not redelivered forever) and
 dropped; the stream goes on.
 
