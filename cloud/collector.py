@@ -142,7 +142,7 @@ class Collector:
         alive = all(t.is_alive() for t in (self._writer, self._ack_thread, self._upkeep_thread))
         return alive and (self.telemetry is None or self.telemetry.healthy())
 
-    # -- the broker link's news (its reader thread) -------------------------------------------
+    # -- the broker link's news (on the writer thread, as it reads the link) --------------------
     def _filters(self) -> list[str]:
         filters = [
             self.topics.all_gate_events(),
