@@ -367,13 +367,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(got.serve, got.config, got.threads)
     args = build_parser().parse_args(raw)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return run_args(args, "bench api")
+
+
+def run_args(args: argparse.Namespace, prog: str) -> int:
+    """:func:`run` with parsed arguments (this module's or ``parkgate bench api``'s); errors are
+    printed as ``PROG: ...``, exit 1."""
     try:
         return run(
             lots=args.lots, duration=args.duration, connections=args.connections, threads=args.threads,
             runs=args.runs, servers=args.server or ["dashboard"],
         )  # fmt: skip
     except BenchError as err:
-        print(f"bench api: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         return 1
 
 

@@ -447,19 +447,32 @@ class _Watch:
 # -- what the screens and drivers see -------------------------------------------------------------
 
 
-class LatencyProbe:
+class _Subscriber:
+    """A client subscribed to ``topic`` from start to :meth:`stop`, its messages to ``_on_message``."""
+
+    def __init__(self, settings: MqttSettings, name: str, topic: str) -> None:
+        self.client = make_client(settings, f"load-{name}-{os.getpid()}")
+        self.client.on_connect = lambda c, *_a: c.subscribe(topic, qos=0)
+        self.client.on_message = self._on_message
+        self.client.connect(settings.host, settings.port)
+        self.client.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class LatencyProbe(_Subscriber):
     """Receives every lot's availability updates and remembers when each arrived."""
 
     def __init__(self, settings: MqttSettings) -> None:
         self.updates: dict[str, list[tuple[float, float]]] = defaultdict(
             list
         )  # lot -> [(last_event_ts, arrival)]
-        self.client = make_client(settings, f"load-probe-{os.getpid()}")
-        topics = Topics(settings.topic_root)
-        self.client.on_connect = lambda c, *_a: c.subscribe(topics.all_lot_availability(), qos=0)
-        self.client.on_message = self._on_message
-        self.client.connect(settings.host, settings.port)
-        self.client.loop_start()
+        super().__init__(settings, "probe", Topics(settings.topic_root).all_lot_availability())
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         arrival = time.time()
@@ -487,32 +500,23 @@ class LatencyProbe:
                     out.append((earliest_after[i] - at) * 1000)
         return out
 
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
-
-class ScreenWatch:
+class ScreenWatch(_Subscriber):
     """The latest retained content of every guidance screen, as a sign would show it."""
 
     def __init__(self, settings: MqttSettings) -> None:
         self.latest: dict[str, dict[str, int]] = {}  # screen -> lot -> free
-        self.states: dict[str, str] = {}  # screen -> its state (ok, full, stale, ...) if it says
+        self.states: dict[str, str] = {}  # screen -> its state (ok, full, stale, ...)
         self.updates = 0
         self._lock = threading.Lock()
-        self.client = make_client(settings, f"load-screens-{os.getpid()}")
-        topics = Topics(settings.topic_root)
-        self.client.on_connect = lambda c, *_a: c.subscribe(topics.all_screens(), qos=0)
-        self.client.on_message = self._on_message
-        self.client.connect(settings.host, settings.port)
-        self.client.loop_start()
+        super().__init__(settings, "screens", Topics(settings.topic_root).all_screens())
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with contextlib.suppress(PayloadError):
             screen = decode(ScreenContent, msg.payload)
             with self._lock:
                 self.latest[screen.screen_id] = {row.lot_id: row.free for row in screen.rows}
-                self.states[screen.screen_id] = str(getattr(screen, "state", None) or "ok")
+                self.states[screen.screen_id] = str(screen.state or "ok")
                 self.updates += 1
 
     def differing(self, screens: dict[str, list[str]], free: dict[str, int]) -> list[str]:

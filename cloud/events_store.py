@@ -123,6 +123,11 @@ def _key(ev: GateEvent) -> tuple[datetime, str]:
     return ev.ts, ev.id
 
 
+def _stored_key(ts: datetime | None, event_id: str | None) -> tuple[datetime, str] | None:
+    """A key kept in a lot's row (its newest event, its anchor); None when there is none."""
+    return (_aware(ts), event_id or "") if ts else None
+
+
 @dataclass
 class _Lot:
     """A lot's row while a batch counts into it (read and written with Core statements)."""
@@ -140,8 +145,10 @@ class _Lot:
 
     @classmethod
     def of(cls, r: Any) -> _Lot:
-        last = (_aware(r.last_event_ts), r.last_event_id or "") if r.last_event_ts else None
-        anchor = (_aware(r.anchor_ts), r.anchor_event_id or "") if r.anchor_ts else None
+        last, anchor = (
+            _stored_key(r.last_event_ts, r.last_event_id),
+            _stored_key(r.anchor_ts, r.anchor_event_id),
+        )
         return cls(r.id, r.name, r.capacity, r.occupied, last, anchor, r.anchor_occupied)
 
     def step(self, n: int, direction: str, action: str) -> int:
@@ -160,7 +167,7 @@ OPEN_ACTION, ENTRY = Action.OPEN.value, Direction.ENTRY.value
 def rebase(row: LotRow, occupied: int, now: datetime) -> None:
     """Set a lot's count by hand or by a reconciliation: it holds from now and after every event
     counted so far, so an event from before it that arrives late does not count again."""
-    last = (_aware(row.last_event_ts), row.last_event_id or "") if row.last_event_ts else None
+    last = _stored_key(row.last_event_ts, row.last_event_id)
     anchor = max(last, (now, "")) if last else (now, "")
     row.occupied = occupied
     row.anchor_ts, row.anchor_event_id, row.anchor_occupied = anchor[0], anchor[1], occupied

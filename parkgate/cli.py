@@ -110,16 +110,9 @@ def _bench_faults(args: argparse.Namespace) -> int:
 
 
 def _bench_api(args: argparse.Namespace) -> int:
-    from bench.api_load import BenchError, run
+    from bench.api_load import run_args
 
-    try:
-        return run(
-            lots=args.lots, duration=args.duration, connections=args.connections, threads=args.threads,
-            runs=args.runs, servers=args.server or ["dashboard"],
-        )  # fmt: skip
-    except BenchError as err:
-        print(f"parkgate bench api: {err}", file=sys.stderr)
-        return 1
+    return run_args(args, "parkgate bench api")
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:

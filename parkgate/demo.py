@@ -289,10 +289,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         logger.info("%d gates running; configs and logs in %s; Ctrl-C stops", len(configs), workdir)
         while not stop.wait(1.0):
-            dead = children.dead()
-            if dead:
-                logger.error("child process ended: %s; stopping the demo", dead)
-                return 1
+            children.check_alive()
         return 0
     except ChildDied as err:
         logger.error("%s; stopping the demo", err)

@@ -29,7 +29,7 @@ from cloud.events_store import EventStore
 from cloud.migrations import alembic_config
 from parkgate.broker import die_with_parent
 from parkgate.demo import write_toml
-from parkgate.mqtt import make_client
+from parkgate.mqtt import make_client, wait_collectors_online
 from parkgate.settings import MqttSettings
 from protocol import Action, CollectorStatus, Decision, Direction, GateEvent, Reason, Topics, decode, encode
 from protocol.messages import utc_now
@@ -222,11 +222,12 @@ def wait_for(what: str, check: Callable[[], bool], logs: Sequence[Path] = ()) ->
     deadline = time.monotonic() + WAIT_S
     while not check():
         if time.monotonic() > deadline:
-            tails = "\n".join(
-                f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists()
-            )
-            pytest.fail(f"not within {WAIT_S} s: {what}\n{tails}")
+            pytest.fail(f"not within {WAIT_S} s: {what}\n{tails(logs)}")
         time.sleep(0.05)
+
+
+def tails(logs: Sequence[Path]) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
 
 
 class CollectorProcess:
@@ -264,11 +265,8 @@ class CollectorProcess:
         return decode(CollectorStatus, raw) if raw else None
 
     def wait_online(self, since: datetime) -> None:
-        def online() -> bool:
-            status = self.status()
-            return status is not None and status.state == "online" and status.ts >= since
-
-        wait_for(f"collector {self.name} online", online, [self.log])
+        if not wait_collectors_online(self.settings, [self.name], since=since, timeout=WAIT_S):
+            pytest.fail(f"collector {self.name} not online within {WAIT_S} s\n{tails([self.log])}")
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
