@@ -43,6 +43,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parkgate.args import positive, whole
+
 if TYPE_CHECKING:  # the rest is imported where used: `parkgate --help` builds this module's options
     from parkgate.settings import MqttSettings
     from protocol import LotAvailability
@@ -342,11 +344,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(
         prog="python -m bench.api_load", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--lots", type=int, default=200, help="lots in the live state (default 200)")
-    parser.add_argument("--duration", type=float, default=20, help="seconds per wrk run (default 20)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--runs", type=int, default=2, help="runs per endpoint; medians reported (default 2)")
+    parser.add_argument("--lots", type=whole(1), default=200, help="lots in the live state (default 200)")
+    parser.add_argument("--duration", type=positive, default=20, help="seconds per wrk run (default 20)")
+    parser.add_argument("--connections", type=whole(1), default=64, help="wrk connections (default 64)")
+    parser.add_argument("--threads", type=whole(1), default=2, help="wrk threads (default 2)")
+    parser.add_argument(
+        "--runs", type=whole(1), default=2, help="runs per endpoint; medians reported (default 2)"
+    )
     parser.add_argument(
         "--server",
         action="append",

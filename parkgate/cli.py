@@ -15,12 +15,13 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 
 from edge.errors import EdgeError
 from parkgate import __version__
+from parkgate.args import whole
 from parkgate.broker import BrokerError
 from parkgate.logs import setup_logging
 from parkgate.postgres import PostgresError
@@ -135,21 +136,6 @@ def _simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _whole(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:,} (got {number:,})")
-        return number
-
-    return parse
-
-
 def _speed(value: str) -> float | None:
     """``--speed``: simulated seconds per real second; 0 or ``max`` (None) is as fast as possible."""
     if value.strip().lower() == "max":
@@ -187,23 +173,23 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "peak_occupancy_ratio, screens, ...}. Exit 0 when nothing was lost or duplicated and every lot and "
         "screen ends as planned, 1 otherwise, 2 for bad options.",
     )
-    sim.add_argument("--lots", type=_whole(1), default=2000, metavar="N", help="car parks (default 2,000)")
+    sim.add_argument("--lots", type=whole(1), default=2000, metavar="N", help="car parks (default 2,000)")
     sim.add_argument(
         "--spaces",
-        type=_whole(1),
+        type=whole(1),
         default=600_000,
         metavar="N",
         help="spaces in all, split over the lots: many small, a few large (default 600,000)",
     )
     sim.add_argument(
         "--events",
-        type=_whole(1),
+        type=whole(1),
         default=700_000,
         metavar="N",
         help="entry and exit events in the day, exactly (default 700,000)",
     )
     sim.add_argument(
-        "--screens", type=_whole(0), default=200, metavar="N", help="guidance screens (default 200)"
+        "--screens", type=whole(0), default=200, metavar="N", help="guidance screens (default 200)"
     )
     sim.add_argument(
         "--speed",
@@ -214,7 +200,7 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "0 or 'max' as fast as the broker takes them",
     )
     sim.add_argument(
-        "--collectors", type=_whole(1), default=1, metavar="K", help="collector processes (default 1)"
+        "--collectors", type=whole(1), default=1, metavar="K", help="collector processes (default 1)"
     )
     sim.add_argument(
         "--db",
@@ -224,7 +210,7 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     sim.add_argument(
         "--publishers",
-        type=_whole(1),
+        type=whole(1),
         default=1,
         metavar="N",
         help="publisher processes playing the gates, whole lots each (default 1)",

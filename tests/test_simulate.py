@@ -270,3 +270,16 @@ def test_bad_arguments_exit_2_saying_what_is_wrong(args: list[str], message: str
 def test_bench_ingest_refuses_fewer_gates_than_lots() -> None:
     done = parkgate("bench", "ingest", "--lots", "10", "--gates", "5", timeout=30)
     assert done.returncode == 2 and "--gates (5) must be at least --lots (10)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--runs", "0"], "argument --runs: must be at least 1 (got 0)"),
+        (["--duration", "-1"], "argument --duration: must be greater than 0 (got -1)"),
+        (["--connections", "lots"], "argument --connections: 'lots' is not a whole number"),
+    ],
+)
+def test_bench_api_refuses_bad_numbers(args: list[str], message: str) -> None:
+    done = parkgate("bench", "api", *args, timeout=30)
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
