@@ -81,6 +81,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+# The app's own MQTT clients, started when first needed: the live feed, the inspection watch
+# (dashboard/inspection_feed.py), the remote-command link (dashboard/commands.py).
+BACKGROUND = ("parkgate.feed", "parkgate.inspection.watch", "parkgate.ops.commands")
+
+
+def stop_background(app: Flask) -> None:
+    """Stop the MQTT clients the app started (a shutdown, the end of a test)."""
+    for key in BACKGROUND:
+        service = app.extensions.get(key)
+        if service is not None:
+            service.stop()
+
+
 def site_config(app: Flask) -> CollectorConfig | None:
     """The collector's config (``collector_config``), or None when the dashboard was not given it."""
     site: CollectorConfig | None = app.extensions.get("parkgate.site")

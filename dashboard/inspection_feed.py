@@ -46,7 +46,7 @@ HISTORY = 1000  # changes kept for streams that fell behind
 POLL_S = 1.0  # how often the database is asked for new alert steps
 POLL_BATCH = 500  # steps read per poll at most (the rest on the next poll)
 CONNECT_WAIT_S = 2.0  # an unlock waits this long for the broker before leaving it to the re-publish
-WATCH_KEY = "parkgate.inspection.watch"
+WATCH_KEY = "parkgate.inspection.watch"  # stopped by dashboard.stop_background
 _WATCH_LOCK = threading.Lock()
 
 

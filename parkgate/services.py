@@ -106,7 +106,7 @@ def run_dashboard(config: Path | None) -> int:
     ``threads`` workers."""
     import gc
 
-    from dashboard import create_app
+    from dashboard import create_app, stop_background
     from dashboard.api import stop_server, waitress_server
     from dashboard.config import DashboardConfig
 
@@ -124,7 +124,5 @@ def run_dashboard(config: Path | None) -> int:
     stop.wait()
     systemd.notify_stopping()
     stop_server(server, thread)
-    feed = app.extensions.get("parkgate.feed")
-    if feed:
-        feed.stop()
+    stop_background(app)
     return 0

@@ -59,9 +59,11 @@ def chromium_page(width: int, height: int, args: Sequence[str] = CHROMIUM_ARGS) 
 
 @contextmanager
 def serve(app: Flask, threads: int = 8) -> Iterator[str]:
-    """``app`` behind waitress on a free loopback port; yields its base URL, closes the server after."""
+    """``app`` behind waitress on a free loopback port; yields its base URL; closes the server and
+    stops the app's MQTT clients after."""
     from waitress import create_server
 
+    from dashboard import stop_background
     from dashboard.api import stop_server
 
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
@@ -71,6 +73,7 @@ def serve(app: Flask, threads: int = 8) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
     finally:
         stop_server(server, thread)
+        stop_background(app)
 
 
 def add_operator(database: str, **scope: str) -> None:

@@ -50,7 +50,6 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[tuple[str, M
         with serve(app) as url:
             yield url, mqtt_settings
     finally:
-        app.extensions["parkgate.feed"].stop()
         collector.close()
 
 

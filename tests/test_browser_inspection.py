@@ -29,7 +29,6 @@ from cloud.collector import Collector
 from cloud.config import CollectorConfig
 from dashboard import create_app
 from dashboard.config import DashboardConfig
-from dashboard.inspection_feed import WATCH_KEY
 from parkgate.demo import write_toml
 from parkgate.settings import MqttSettings
 from protocol import (
@@ -111,10 +110,6 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[System]:
             wait_until(lambda: collector.connected.is_set(), what="collector connected")
             yield System(url, mqtt_settings, collector, topics)
     finally:
-        watch = app.extensions.get(WATCH_KEY)
-        if watch is not None:
-            watch.stop()
-        app.extensions["parkgate.feed"].stop()
         collector.close()
 
 

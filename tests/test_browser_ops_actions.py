@@ -92,9 +92,6 @@ def system(tmp_path: Path, mqtt_settings: MqttSettings) -> Iterator[System]:
             wait_until(lambda: "L1" in live_state(app).lots, what="the lot's availability at the dashboard")
             yield System(url, app, collector, node, mqtt_settings)
     finally:
-        app.extensions["parkgate.feed"].stop()
-        if "parkgate.ops.commands" in app.extensions:
-            app.extensions["parkgate.ops.commands"].stop()
         node.close()
         collector.close()
 

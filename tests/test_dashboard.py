@@ -8,7 +8,7 @@ import time
 import pytest
 from flask import Flask
 
-from dashboard import create_app, live_state
+from dashboard import create_app, live_state, stop_background
 from dashboard.config import DashboardConfig
 from parkgate.settings import MqttSettings
 from protocol import LotAvailability, ScreenContent, ScreenRow, Topics, encode
@@ -116,4 +116,4 @@ def test_live_feed_follows_the_broker(mqtt_settings: MqttSettings) -> None:
         assert feed.rejected["json"] == 1
         assert "L2" not in state.lots
     finally:
-        app.extensions["parkgate.feed"].stop()
+        stop_background(app)

@@ -18,7 +18,7 @@ from cloud.collector import Collector
 from cloud.config import CollectorConfig, LotConfig
 from cloud.events_store import EventStore
 from cloud.history import write_samples
-from dashboard import create_app, live_state
+from dashboard import create_app, live_state, stop_background
 from dashboard.config import DashboardConfig
 from dashboard.opendata import Datex2Publication, ForecastResponse, LotsResponse, haversine_m
 from parkgate.settings import MqttSettings
@@ -275,5 +275,5 @@ def test_collector_to_open_data_over_the_broker(tmp_path: Path, mqtt_settings: M
         forecast = client.get("/api/v1/lots/L1/forecast").get_json()
         assert [(f["method"], f["free"]) for f in forecast["forecasts"]] == [("none", 10), ("none", 10)]
     finally:
-        app.extensions["parkgate.feed"].stop()
+        stop_background(app)
         collector.close()

@@ -23,7 +23,7 @@ from werkzeug.test import TestResponse
 from cloud.config import CollectorConfig
 from cloud.events_store import open_engine
 from cloud.intruders import SYSTEM, AlertRow, AuditRow, InspectionAreas, ResultRow
-from dashboard import create_app, live_state
+from dashboard import create_app, live_state, stop_background
 from dashboard.config import DashboardConfig
 from dashboard.inspection_feed import WATCH_KEY, InspectionWatch
 from dashboard.near import Spot, normalize, resolve
@@ -137,9 +137,7 @@ def app(tmp_path: Path, seeded: Path) -> Iterator[Flask]:
     )
     yield app
     app.extensions["test.areas"].engine.dispose()
-    watch: InspectionWatch | None = app.extensions.get(WATCH_KEY)
-    if watch is not None:
-        watch.stop()
+    stop_background(app)
 
 
 def areas_of(app: Flask) -> InspectionAreas:
