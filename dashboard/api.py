@@ -431,17 +431,17 @@ def stream() -> Response:
     """
     state = live_state(current_app)
     keepalive = float(current_app.config["SSE_KEEPALIVE_S"])
-    last = request.headers.get("Last-Event-ID", "")
-    resume = bool(SSE_ID.fullmatch(last)) and int(last) <= state.version
+    last = last_event_id()
+    resume_at = last if last is not None and last <= state.version else None
 
     def events() -> Iterator[str]:
         yield "retry: 2000\n\n"
-        if resume:
-            version = int(last)
+        if resume_at is not None:
+            version = resume_at
         else:
             version, current = state.snapshot()
             for change in current:
-                yield _sse(change.kind, change.version, change.data)
+                yield sse(change.kind, change.data, change.version)
         while True:
             changes = state.changes_since(version, keepalive)
             if not changes:
@@ -449,11 +449,19 @@ def stream() -> Response:
                 continue
             for change in changes:
                 version = change.version
-                yield _sse(change.kind, change.version, change.data)
+                yield sse(change.kind, change.data, change.version)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(events(), mimetype="text/event-stream", headers=headers)
 
 
-def _sse(kind: str, version: int, data: dict[str, Any]) -> str:
-    return f"id: {version}\nevent: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+def sse(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    """One server-sent event (every stream of the dashboard frames its events so)."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def last_event_id() -> int | None:
+    """The request's ``Last-Event-ID`` (a browser resuming a stream), if it is a number."""
+    value = request.headers.get("Last-Event-ID", "")
+    return int(value) if SSE_ID.fullmatch(value) else None

@@ -19,8 +19,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -31,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import live_state
-from dashboard.api import error_response
+from dashboard.api import error_response, last_event_id, sse
 from dashboard.auth import audit, operator, require_station, role_required
 from dashboard.inspection import (
     TEXT_MAX,
@@ -59,7 +57,6 @@ bp = Blueprint("inspection_api", __name__, url_prefix="/api/v1/ops/inspection")
 
 Reply = Response | tuple[Response, int]
 MAX_ID = 2**63 - 1  # the database's integer ids
-LAST_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 # -- shapes of the answers and bodies, for the OpenAPI description (dashboard/openapi.py) --------------
@@ -435,8 +432,8 @@ def stream() -> Reply:
     visible = [st for st in visible_stations(user) if station is None or st.id == station]
     ids = {st.id for st in visible}
     lane_lots = {st.lane_lot for st in visible}
-    resumed = request.headers.get("Last-Event-ID", "")
-    after = int(resumed) if LAST_ID.match(resumed) else request.args.get("after", type=int)
+    resumed = last_event_id()
+    after = resumed if resumed is not None else request.args.get("after", type=int)
     follow = watch()
     state = live_state(current_app)
     eng = engine()
@@ -453,7 +450,7 @@ def stream() -> Reply:
                 missed = []
             for step, alert_row in missed:
                 if alert_row.station_id in ids:
-                    yield _sse("step", step_json(step, alert_row), step.id)
+                    yield sse("step", step_json(step, alert_row), step.id)
                 sent = max(sent, step.id)
         quiet_since = time.monotonic()
         while True:
@@ -467,11 +464,11 @@ def stream() -> Reply:
                     if change.audit_id <= sent:
                         continue
                     sent = change.audit_id
-                out.append(_sse(change.kind, change.data, change.audit_id))
+                out.append(sse(change.kind, change.data, change.audit_id))
             for gate in state.changes_since(gate_version, 0):
                 gate_version = gate.version
                 if gate.kind == "gate" and gate.data.get("lot_id") in lane_lots:
-                    out.append(_sse("gate", gate.data))
+                    out.append(sse("gate", gate.data))
             if out:
                 yield "".join(out)
             elif time.monotonic() - quiet_since < keepalive:
@@ -482,8 +479,3 @@ def stream() -> Reply:
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(events(), mimetype="text/event-stream", headers=headers)
-
-
-def _sse(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"

@@ -29,19 +29,18 @@ empty or out-of-range one is a 400 naming it.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import live_state
-from dashboard.api import QueryError, error_response, strict_params
+from dashboard.api import QueryError, error_response, last_event_id, sse, strict_params
 from dashboard.auth import operator, require_lot, user_store
 from dashboard.live import in_scope
 from dashboard.lot_data import WARNING_LIMITS, WARNINGS, gate_health, hourly_flows, occupancy_series
@@ -61,7 +60,6 @@ MAX_EVENTS = 500
 MAX_SEQ = 2**53  # vehicle numbers: far more than a dashboard ever counts, and exact in JSON
 SESSION_CHECK_S = 30.0  # a stream checks this often that its user's session still holds
 LOT_ID = re.compile(ID_PATTERN)
-LAST_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 # -- shapes of the answers, for the OpenAPI description (dashboard/openapi.py) -------------------------
@@ -320,9 +318,9 @@ def stream() -> Reply:
     seq: int | None = None
     if "event" in kinds:
         seq = state.event_seq
-        resumed = request.headers.get("Last-Event-ID", "")
-        if LAST_ID.match(resumed):
-            seq = int(resumed)
+        resumed = last_event_id()
+        if resumed is not None:
+            seq = resumed
         elif after >= 0:
             seq = after
         seq = min(seq, state.event_seq)  # a number from before a restart of the dashboard
@@ -330,7 +328,7 @@ def stream() -> Reply:
     def messages(seq: int | None) -> Iterator[str]:
         yield "retry: 2000\n\n"
         version, current = state.snapshot()
-        out = [_sse(c.kind, seq or 0, c.data) for c in current if c.kind in kinds and keep(c.data["lot_id"])]
+        out = [sse(c.kind, c.data, seq or 0) for c in current if c.kind in kinds and keep(c.data["lot_id"])]
         yield "".join(out) or ": connected\n\n"
         sent = checked = time.monotonic()
         while True:
@@ -343,13 +341,13 @@ def stream() -> Reply:
             out = []
             for c in update.changes:
                 if c.kind in kinds and keep(c.data["lot_id"]):
-                    out.append(_sse(c.kind, seq or 0, c.data))
+                    out.append(sse(c.kind, c.data, seq or 0))
             if seq is not None:
                 shown = [e for e in update.events if keep(e.lot_id)]
                 if len(shown) > MAX_PUSH:
-                    out.append(_sse("skipped", shown[-MAX_PUSH - 1].seq, {"count": len(shown) - MAX_PUSH}))
+                    out.append(sse("skipped", {"count": len(shown) - MAX_PUSH}, shown[-MAX_PUSH - 1].seq))
                     shown = shown[-MAX_PUSH:]
-                out += [_sse("event", e.seq, e.to_json()) for e in shown]
+                out += [sse("event", e.to_json(), e.seq) for e in shown]
                 seq = update.seq
             version = update.version
             if out:
@@ -368,7 +366,3 @@ def stream() -> Reply:
 def _json(model: type[BaseModel], data: dict[str, Any]) -> Response:
     """``data`` checked against its declared shape (what the OpenAPI description promises)."""
     return jsonify(model.model_validate(data).model_dump(mode="json"))
-
-
-def _sse(kind: str, ident: int, data: dict[str, Any]) -> str:
-    return f"id: {ident}\nevent: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
